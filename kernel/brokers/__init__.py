@@ -1,0 +1,132 @@
+"""The broker interface every broker presents (paper now, ccxt later), and its types.
+
+Plain Python, no Django. Quantities are in the base currency, prices and fees in
+the quote currency, times in ms since the epoch (UTC). Client order ids are the
+kernel's: deterministic per slot and candle, so ``place_order`` is idempotent by
+them and a retry after a crash can never double an order. Errors come from
+:mod:`kernel.errors`: ``OrderRejected`` (do not retry), ``TemporaryError`` (retry
+within the deadline, after looking the order up by its client id),
+``AuthenticationFailed``, ``OrderNotFound``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+__all__ = [
+    "Side",
+    "OrderType",
+    "OrderStatus",
+    "FINAL_STATUSES",
+    "OrderRequest",
+    "Fill",
+    "BrokerOrder",
+    "Broker",
+    "split_symbol",
+]
+
+Side = Literal["buy", "sell"]
+OrderType = Literal["market", "limit"]
+OrderStatus = Literal["open", "filled", "partially_filled", "cancelled", "rejected"]
+
+# An order in one of these states will never change again.
+FINAL_STATUSES: frozenset[str] = frozenset({"filled", "cancelled", "rejected"})
+
+
+@dataclass(frozen=True)
+class OrderRequest:
+    """What the kernel asks a broker to do. ``limit_price`` only for ``type="limit"``."""
+
+    client_order_id: str
+    symbol: str  # "BASE/QUOTE"
+    side: Side
+    qty: float  # base currency, > 0
+    type: OrderType = "market"
+    limit_price: float | None = None
+
+
+@dataclass(frozen=True)
+class Fill:
+    """One execution (a trade) of an order. ``fee`` is in ``fee_currency``."""
+
+    fill_id: str
+    client_order_id: str
+    symbol: str
+    side: str
+    qty: float
+    price: float
+    fee: float
+    fee_currency: str
+    ts_ms: int
+
+
+@dataclass(frozen=True)
+class BrokerOrder:
+    """An order as the broker knows it."""
+
+    client_order_id: str
+    broker_order_id: str
+    symbol: str
+    side: str
+    type: str
+    qty: float
+    limit_price: float | None
+    status: OrderStatus
+    filled_qty: float
+    avg_price: float | None  # volume-weighted fill price; None until something filled
+    fills: tuple[Fill, ...]
+    created_ms: int
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+@runtime_checkable
+class Broker(Protocol):
+    """What the kernel needs from an exchange. Implementations must be thread-safe."""
+
+    name: str
+
+    def place_order(self, req: OrderRequest, *, ref_price: float, now_ms: int) -> BrokerOrder:
+        """Place ``req``. Idempotent by ``req.client_order_id``: an id the broker already
+        has returns that order unchanged, never a second one. ``ref_price`` is the price
+        the kernel saw (the paper broker fills market orders at it, plus slippage).
+        Raises ``OrderRejected`` for an order the broker refuses."""
+        ...
+
+    def fetch_order(self, client_order_id: str) -> BrokerOrder | None:
+        """The order with this client id, or None when the broker never saw it."""
+        ...
+
+    def cancel_order(self, client_order_id: str) -> BrokerOrder:
+        """Cancel an open order and return it; a final order is returned unchanged.
+        Raises ``OrderNotFound`` for an unknown id."""
+        ...
+
+    def open_orders(self, symbol: str | None = None) -> list[BrokerOrder]:
+        """Orders still open (or partially filled), oldest first, optionally for one symbol."""
+        ...
+
+    def balances(self) -> dict[str, float]:
+        """Currency -> total (free + used by open orders)."""
+        ...
+
+    def mark_price(self, symbol: str, price: float, now_ms: int) -> list[Fill]:
+        """Feed a new price for ``symbol``; resting limit orders it crosses fill.
+        Returns the new fills (a real exchange's broker returns [])."""
+        ...
+
+    def close(self) -> None:
+        """Release resources. Idempotent."""
+        ...
+
+
+def split_symbol(symbol: str) -> tuple[str, str]:
+    """``"BTC/USDT"`` -> ``("BTC", "USDT")``; ValueError for anything else."""
+    if not isinstance(symbol, str):
+        raise ValueError(f"symbol must be a string like 'BTC/USDT', not {symbol!r}")
+    base, sep, quote = symbol.partition("/")
+    if not sep or not base or not quote or "/" in quote or base == quote:
+        raise ValueError(f"symbol must look like 'BASE/QUOTE', not {symbol!r}")
+    return base, quote

@@ -1,0 +1,105 @@
+"""The order gate: the one door every order goes through.
+
+It refuses every strategy order once a halt is seen (in-flight cycles included), any
+order of a cycle past its deadline, entries while paused, and orders over a slot's
+risk limits. The final check and the halt share one lock, so an order either passed
+strictly before the halt was observed or not at all.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict, deque
+
+from .errors import GateRefused
+
+
+class OrderGate:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._halted = False
+        self.halt_observed_ns: int | None = None
+        self.last_pass_ns: int | None = None
+        self.passed = 0
+        self.refused: dict[str, int] = defaultdict(int)
+        self._recent: dict[str, deque[int]] = defaultdict(deque)  # slot -> clock ms of passes
+
+    @property
+    def halted(self) -> bool:
+        return self._halted
+
+    def engage_halt(self) -> int:
+        """From now on no strategy order passes. Returns the observation time (ns)."""
+        with self._lock:
+            if not self._halted:
+                self._halted = True
+                self.halt_observed_ns = time.monotonic_ns()
+            return self.halt_observed_ns  # type: ignore[return-value]
+
+    def release_halt(self) -> None:
+        with self._lock:
+            self._halted = False
+            self.halt_observed_ns = None
+
+    def refuse(self, reason: str, message: str) -> GateRefused:
+        self.refused[reason] += 1
+        return GateRefused(reason, message)
+
+    def check_risk(
+        self,
+        *,
+        slot: str,
+        intent: str,
+        qty: float,
+        price: float,
+        position_qty: float,
+        max_position: float | None,
+        max_notional: float,
+        max_orders_per_minute: int,
+        now_ms: int,
+    ) -> None:
+        """Pre-trade limits. Exits only ever reduce risk, so only the rate limit applies
+        to them (a stuck exit must not be blocked by a size limit)."""
+        if intent == "entry":
+            new_qty = position_qty + qty
+            if max_position is not None and new_qty > max_position * (1 + 1e-9):
+                raise self.refuse(
+                    "max_position",
+                    f"position {new_qty:.8g} would exceed max_position {max_position:.8g}",
+                )
+            if new_qty * price > max_notional * (1 + 1e-9):
+                raise self.refuse(
+                    "max_notional",
+                    f"notional {new_qty * price:.2f} would exceed max_notional {max_notional:.2f}",
+                )
+        recent = self._recent[slot]
+        while recent and recent[0] <= now_ms - 60_000:
+            recent.popleft()
+        if intent != "flatten" and len(recent) >= max_orders_per_minute:
+            raise self.refuse(
+                "rate", f"{len(recent)} orders in the last minute (max {max_orders_per_minute})"
+            )
+
+    def pass_order(
+        self,
+        *,
+        slot: str,
+        intent: str,
+        now_ms: int,
+        abandoned: bool = False,
+        deadline_passed: bool = False,
+        entries_allowed: bool = True,
+    ) -> int:
+        """The final check, atomic with the halt. Returns the pass time (monotonic ns)."""
+        with self._lock:
+            if self._halted and intent != "flatten":
+                raise self.refuse("halted", "halted: no strategy order passes the gate")
+            if abandoned or deadline_passed:
+                raise self.refuse("deadline", "the cycle is past its deadline; its orders are refused")
+            if intent == "entry" and not entries_allowed:
+                raise self.refuse("paused", "entries are paused")
+            now_ns = time.monotonic_ns()
+            self.last_pass_ns = now_ns
+            self.passed += 1
+            self._recent[slot].append(now_ms)
+            return now_ns

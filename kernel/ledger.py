@@ -1,0 +1,535 @@
+"""The ledger: orders (intent before send), fills, positions, cycles, applied commands.
+
+SQLite in WAL mode with ``synchronous=FULL``: a commit returns only once it is on disk,
+so an intent recorded before an order is sent survives a ``kill -9`` at any point.
+One connection guarded by a lock: the kernel writes from its tick thread and from
+cycle workers.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS orders (
+    client_order_id TEXT PRIMARY KEY,
+    slot TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    candle_ms INTEGER,
+    intent TEXT NOT NULL,            -- entry | exit | flatten
+    side TEXT NOT NULL,              -- buy | sell
+    qty REAL NOT NULL,
+    ref_price REAL,
+    status TEXT NOT NULL,            -- intent | sent | open | filled | refused | rejected | cancelled | abandoned
+    broker_order_id TEXT,
+    filled_qty REAL NOT NULL DEFAULT 0,
+    avg_price REAL,
+    error TEXT,
+    command_id TEXT,
+    created_ms INTEGER NOT NULL,
+    passed_ns INTEGER,               -- when the order gate let it through (monotonic_ns)
+    updated_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS orders_slot ON orders(slot, created_ms);
+CREATE INDEX IF NOT EXISTS orders_status ON orders(status);
+CREATE TABLE IF NOT EXISTS fills (
+    fill_id TEXT PRIMARY KEY,
+    client_order_id TEXT NOT NULL,
+    slot TEXT NOT NULL,
+    side TEXT NOT NULL,
+    qty REAL NOT NULL,
+    price REAL NOT NULL,
+    fee REAL NOT NULL,
+    ts_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS fills_slot ON fills(slot, ts_ms);
+CREATE TABLE IF NOT EXISTS positions (
+    slot TEXT PRIMARY KEY,
+    symbol TEXT NOT NULL,
+    qty REAL NOT NULL DEFAULT 0,
+    cost REAL NOT NULL DEFAULT 0,
+    realized_pnl REAL NOT NULL DEFAULT 0,
+    fees REAL NOT NULL DEFAULT 0,
+    trades INTEGER NOT NULL DEFAULT 0,
+    wins INTEGER NOT NULL DEFAULT 0,
+    round_start_pnl REAL NOT NULL DEFAULT 0  -- realized P&L when the open round trip began
+);
+CREATE TABLE IF NOT EXISTS cycles (
+    slot TEXT NOT NULL,
+    candle_ms INTEGER NOT NULL,
+    strategy TEXT NOT NULL,
+    version INTEGER,
+    sha256 TEXT,
+    started_ms INTEGER,
+    lag_ms INTEGER,
+    lock_wait_us INTEGER,
+    duration_us INTEGER,
+    result TEXT NOT NULL,            -- hold | enter | exit | fault | abandoned | refused:<why> | ...
+    reason TEXT,
+    PRIMARY KEY (slot, candle_ms)
+);
+CREATE TABLE IF NOT EXISTS commands (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    action TEXT NOT NULL,
+    slot TEXT,
+    result TEXT NOT NULL,
+    error TEXT,
+    detail TEXT,
+    at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS slots (
+    id TEXT PRIMARY KEY,
+    config TEXT NOT NULL,
+    paused INTEGER NOT NULL DEFAULT 0,
+    fault TEXT,
+    strategy_state TEXT NOT NULL DEFAULT '{}',
+    state_schema INTEGER,
+    cycles INTEGER NOT NULL DEFAULT 0,
+    missed_cycles INTEGER NOT NULL DEFAULT 0,
+    late_cycles INTEGER NOT NULL DEFAULT 0,
+    errors INTEGER NOT NULL DEFAULT 0,
+    last_cycle_ms INTEGER
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+OPEN_STATUSES = ("intent", "sent", "open")
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    qty: float = 0.0
+    entry_price: float | None = None
+    realized_pnl: float = 0.0
+    fees: float = 0.0
+    trades: int = 0
+    wins: int = 0
+
+
+@dataclass(slots=True)
+class CycleRecord:
+    slot: str
+    candle_ms: int
+    strategy: str
+    version: int | None
+    sha256: str | None
+    started_ms: int | None
+    lag_ms: int | None
+    lock_wait_us: int | None
+    duration_us: int | None
+    result: str
+    reason: str | None
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Ledger:
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(
+            str(self.path), check_same_thread=False, isolation_level=None, timeout=30
+        )
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _tx(self):
+        return _Tx(self)
+
+    def close(self) -> None:
+        with self._lock:
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                self._db.close()
+
+    def flush(self) -> None:
+        """Everything committed is durable already (synchronous=FULL); also fold the WAL
+        into the main file, so a copy of the database file alone is complete."""
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(FULL)")
+
+    # ------------------------------------------------------------------ meta
+
+    def meta_get(self, key: str, default: Any = None) -> Any:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def meta_set(self, **values: Any) -> None:
+        with self._tx() as db:
+            for key, value in values.items():
+                db.execute(
+                    "INSERT INTO meta(key, value) VALUES(?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                    (key, json.dumps(value)),
+                )
+
+    # ------------------------------------------------------------------ orders
+
+    def record_intent(
+        self,
+        *,
+        client_order_id: str,
+        slot: str,
+        symbol: str,
+        candle_ms: int | None,
+        intent: str,
+        side: str,
+        qty: float,
+        ref_price: float | None,
+        command_id: str | None = None,
+    ) -> bool:
+        """Write the intent durably before the order is sent. False if that client id
+        was already recorded (a retry, or a restart replaying a cycle): do not send."""
+        now = _now_ms()
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO orders(client_order_id, slot, symbol, candle_ms, intent, side,"
+                " qty, ref_price, status, command_id, created_ms, updated_ms)"
+                " VALUES(?,?,?,?,?,?,?,?,'intent',?,?,?)",
+                (client_order_id, slot, symbol, candle_ms, intent, side, qty, ref_price,
+                 command_id, now, now),
+            )
+            return cur.rowcount == 1
+
+    def mark_order(
+        self,
+        client_order_id: str,
+        status: str,
+        *,
+        broker_order_id: str | None = None,
+        error: str | None = None,
+        passed_ns: int | None = None,
+    ) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE orders SET status=?, broker_order_id=COALESCE(?, broker_order_id),"
+                " error=COALESCE(?, error), passed_ns=COALESCE(?, passed_ns), updated_ms=?"
+                " WHERE client_order_id=?",
+                (status, broker_order_id, error, passed_ns, _now_ms(), client_order_id),
+            )
+
+    def record_fill(
+        self,
+        *,
+        fill_id: str,
+        client_order_id: str,
+        qty: float,
+        price: float,
+        fee: float,
+        ts_ms: int,
+    ) -> bool:
+        """Record a fill once (by fill id) and move the slot's position in the same
+        transaction. False if the fill was already recorded."""
+        with self._tx() as db:
+            order = db.execute(
+                "SELECT slot, symbol, side, qty, filled_qty, avg_price FROM orders"
+                " WHERE client_order_id=?",
+                (client_order_id,),
+            ).fetchone()
+            if order is None:
+                raise KeyError(f"fill {fill_id} for unknown order {client_order_id}")
+            cur = db.execute(
+                "INSERT OR IGNORE INTO fills(fill_id, client_order_id, slot, side, qty, price, fee, ts_ms)"
+                " VALUES(?,?,?,?,?,?,?,?)",
+                (fill_id, client_order_id, order["slot"], order["side"], qty, price, fee, ts_ms),
+            )
+            if cur.rowcount != 1:
+                return False
+            filled = order["filled_qty"] + qty
+            prev_avg = order["avg_price"] or 0.0
+            avg = (prev_avg * order["filled_qty"] + price * qty) / filled if filled else None
+            status = "filled" if filled >= order["qty"] * (1 - 1e-9) else "open"
+            db.execute(
+                "UPDATE orders SET filled_qty=?, avg_price=?, status=?, updated_ms=?"
+                " WHERE client_order_id=?",
+                (filled, avg, status, _now_ms(), client_order_id),
+            )
+            self._apply_fill(db, order["slot"], order["symbol"], order["side"], qty, price, fee)
+            return True
+
+    @staticmethod
+    def _apply_fill(db, slot: str, symbol: str, side: str, qty: float, price: float, fee: float) -> None:
+        db.execute(
+            "INSERT OR IGNORE INTO positions(slot, symbol) VALUES(?, ?)", (slot, symbol)
+        )
+        pos = db.execute("SELECT * FROM positions WHERE slot=?", (slot,)).fetchone()
+        p_qty, cost, realized, fees = pos["qty"], pos["cost"], pos["realized_pnl"], pos["fees"]
+        trades, wins, round_start = pos["trades"], pos["wins"], pos["round_start_pnl"]
+        if side == "buy":
+            if p_qty <= 1e-12:
+                round_start = realized
+            p_qty += qty
+            cost += qty * price
+            realized -= fee
+        else:
+            avg = cost / p_qty if p_qty > 1e-12 else price
+            realized += qty * (price - avg) - fee
+            cost -= qty * avg
+            p_qty -= qty
+            if abs(p_qty) <= 1e-12:
+                p_qty, cost = 0.0, 0.0
+                trades += 1
+                if realized - round_start > 0:
+                    wins += 1
+        fees += fee
+        db.execute(
+            "UPDATE positions SET qty=?, cost=?, realized_pnl=?, fees=?, trades=?, wins=?,"
+            " round_start_pnl=? WHERE slot=?",
+            (p_qty, cost, realized, fees, trades, wins, round_start, slot),
+        )
+
+    def order(self, client_order_id: str) -> dict | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM orders WHERE client_order_id=?", (client_order_id,)
+            ).fetchone()
+        return dict(row) if row else None
+
+    def orders(self, slot: str | None = None, statuses: Iterable[str] | None = None) -> list[dict]:
+        sql = "SELECT * FROM orders"
+        args: list[Any] = []
+        where = []
+        if slot is not None:
+            where.append("slot=?")
+            args.append(slot)
+        if statuses is not None:
+            statuses = list(statuses)
+            where.append(f"status IN ({','.join('?' * len(statuses))})")
+            args.extend(statuses)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created_ms, client_order_id"
+        with self._lock:
+            return [dict(r) for r in self._db.execute(sql, args).fetchall()]
+
+    def unfinished_orders(self) -> list[dict]:
+        return self.orders(statuses=OPEN_STATUSES)
+
+    def fills(self, slot: str | None = None) -> list[dict]:
+        with self._lock:
+            if slot is None:
+                rows = self._db.execute("SELECT * FROM fills ORDER BY ts_ms, fill_id").fetchall()
+            else:
+                rows = self._db.execute(
+                    "SELECT * FROM fills WHERE slot=? ORDER BY ts_ms, fill_id", (slot,)
+                ).fetchall()
+        return [dict(r) for r in rows]
+
+    # ------------------------------------------------------------------ positions
+
+    def position(self, slot: str) -> Position:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM positions WHERE slot=?", (slot,)).fetchone()
+        return self._position(row)
+
+    @staticmethod
+    def _position(row) -> Position:
+        if row is None:
+            return Position()
+        qty = row["qty"]
+        return Position(
+            qty=qty,
+            entry_price=(row["cost"] / qty) if qty > 1e-12 else None,
+            realized_pnl=row["realized_pnl"],
+            fees=row["fees"],
+            trades=row["trades"],
+            wins=row["wins"],
+        )
+
+    def positions(self) -> dict[str, Position]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM positions").fetchall()
+        return {r["slot"]: self._position(r) for r in rows}
+
+    # ------------------------------------------------------------------ cycles
+
+    def record_cycles(self, records: list[CycleRecord]) -> int:
+        """Batch insert; a (slot, candle) already recorded is kept, never doubled.
+        Returns how many were new."""
+        if not records:
+            return 0
+        with self._tx() as db:
+            before = db.total_changes
+            db.executemany(
+                "INSERT OR IGNORE INTO cycles(slot, candle_ms, strategy, version, sha256, started_ms,"
+                " lag_ms, lock_wait_us, duration_us, result, reason) VALUES(?,?,?,?,?,?,?,?,?,?,?)",
+                [
+                    (r.slot, r.candle_ms, r.strategy, r.version, r.sha256, r.started_ms, r.lag_ms,
+                     r.lock_wait_us, r.duration_us, r.result, r.reason)
+                    for r in records
+                ],
+            )
+            return db.total_changes - before
+
+    def cycles(self, slot: str | None = None) -> list[dict]:
+        with self._lock:
+            if slot is None:
+                rows = self._db.execute("SELECT * FROM cycles ORDER BY candle_ms, slot").fetchall()
+            else:
+                rows = self._db.execute(
+                    "SELECT * FROM cycles WHERE slot=? ORDER BY candle_ms", (slot,)
+                ).fetchall()
+        return [dict(r) for r in rows]
+
+    # ------------------------------------------------------------------ commands
+
+    def applied_command_ids(self) -> set[str]:
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT id FROM commands")}
+
+    def record_command(
+        self,
+        *,
+        id: str,
+        action: str,
+        slot: str | None,
+        result: str,
+        error: str | None,
+        at: str,
+        detail: dict | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> bool:
+        """Remember a command's result (and, in the same transaction, the kernel state it
+        changed). False if that id was already recorded."""
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO commands(id, action, slot, result, error, detail, at)"
+                " VALUES(?,?,?,?,?,?,?)",
+                (id, action, slot, result, error, json.dumps(detail) if detail else None, at),
+            )
+            if cur.rowcount != 1:
+                return False
+            for key, value in (meta or {}).items():
+                db.execute(
+                    "INSERT INTO meta(key, value) VALUES(?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                    (key, json.dumps(value)),
+                )
+            return True
+
+    def recent_commands(self, limit: int = 200) -> list[dict]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM commands ORDER BY seq DESC LIMIT ?", (limit,)
+            ).fetchall()
+        out = []
+        for r in reversed(rows):
+            d = dict(r)
+            d["detail"] = json.loads(d["detail"]) if d["detail"] else None
+            out.append(d)
+        return out
+
+    # ------------------------------------------------------------------ slots
+
+    def save_slot(
+        self,
+        *,
+        id: str,
+        config: dict,
+        paused: bool,
+        fault: str | None,
+        strategy_state: dict,
+        state_schema: int | None,
+        cycles: int,
+        missed_cycles: int,
+        late_cycles: int,
+        errors: int,
+        last_cycle_ms: int | None,
+    ) -> None:
+        self.save_slots([locals()])
+
+    def save_slots(self, slots: list[dict]) -> None:
+        if not slots:
+            return
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO slots(id, config, paused, fault, strategy_state, state_schema, cycles,"
+                " missed_cycles, late_cycles, errors, last_cycle_ms) VALUES(?,?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT(id) DO UPDATE SET config=excluded.config, paused=excluded.paused,"
+                " fault=excluded.fault, strategy_state=excluded.strategy_state,"
+                " state_schema=excluded.state_schema, cycles=excluded.cycles,"
+                " missed_cycles=excluded.missed_cycles, late_cycles=excluded.late_cycles,"
+                " errors=excluded.errors, last_cycle_ms=excluded.last_cycle_ms",
+                [
+                    (s["id"], json.dumps(s["config"]), int(bool(s["paused"])), s["fault"],
+                     json.dumps(s["strategy_state"]), s["state_schema"], s["cycles"],
+                     s["missed_cycles"], s["late_cycles"], s["errors"], s["last_cycle_ms"])
+                    for s in slots
+                ],
+            )
+
+    def load_slots(self) -> list[dict]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM slots ORDER BY rowid").fetchall()
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["config"] = json.loads(d["config"])
+            d["strategy_state"] = json.loads(d["strategy_state"])
+            d["paused"] = bool(d["paused"])
+            out.append(d)
+        return out
+
+    # ------------------------------------------------------------------ summary
+
+    def summary(self) -> dict[str, Any]:
+        with self._lock:
+            db = self._db
+            orders = db.execute("SELECT COUNT(*) FROM orders").fetchone()[0]
+            open_orders = db.execute(
+                f"SELECT COUNT(*) FROM orders WHERE status IN ({','.join('?' * len(OPEN_STATUSES))})",
+                OPEN_STATUSES,
+            ).fetchone()[0]
+            fills = db.execute("SELECT COUNT(*) FROM fills").fetchone()[0]
+            realized, fees = db.execute(
+                "SELECT COALESCE(SUM(realized_pnl), 0), COALESCE(SUM(fees), 0) FROM positions"
+            ).fetchone()
+        return {
+            "orders": orders,
+            "open_orders": open_orders,
+            "fills": fills,
+            "realized_pnl": round(realized, 8),
+            "fees": round(fees, 8),
+        }
+
+
+class _Tx:
+    """``BEGIN IMMEDIATE`` … ``COMMIT`` under the ledger's lock."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.ledger._lock.acquire()
+        try:
+            self.ledger._db.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self.ledger._lock.release()
+            raise
+        return self.ledger._db
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self.ledger._db.execute("COMMIT")
+            else:
+                self.ledger._db.execute("ROLLBACK")
+        finally:
+            self.ledger._lock.release()

@@ -1,0 +1,245 @@
+"""The public control-plane protocol: what control.json and status.json hold.
+
+Everything that reads or writes those files (the kernel, kernelctl, the console)
+uses these models. docs/control-plane.md describes them with examples.
+"""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+PROTOCOL_VERSION = 1
+
+KERNEL_ACTIONS = ("start", "stop", "pause", "resume", "reload", "rollback", "release")
+SLOT_ACTIONS = ("slot.pause", "slot.resume", "slot.flatten", "slot.configure", "slot.add")
+ACTIONS = KERNEL_ACTIONS + SLOT_ACTIONS
+
+TIMEFRAMES: dict[str, int] = {  # timeframe -> seconds
+    "1m": 60,
+    "3m": 180,
+    "5m": 300,
+    "15m": 900,
+    "30m": 1800,
+    "1h": 3600,
+    "4h": 14400,
+    "1d": 86400,
+}
+
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+SLOT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+STRATEGY_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+SYMBOL_RE = re.compile(r"^[A-Z0-9]{1,20}/[A-Z0-9]{1,20}$")
+
+KernelState = Literal["starting", "running", "paused", "stopped", "halted"]
+SlotState = Literal["active", "paused", "disabled"]
+CommandResult = Literal["applied", "rejected"]
+
+
+def utcnow_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def ms_to_iso(ms: int | float | None) -> str | None:
+    if ms is None:
+        return None
+    return (
+        datetime.fromtimestamp(ms / 1000.0, tz=timezone.utc)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
+    )
+
+
+# --------------------------------------------------------------------- control.json
+
+
+class Command(BaseModel):
+    """One command in control.json. ``action`` is checked by the kernel, so that an
+    unknown action is rejected (and reported) on its own instead of spoiling the file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    action: str
+    slot: str | None = None
+    args: dict[str, Any] = Field(default_factory=dict)
+    issued_by: str | None = None
+    issued_at: str | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _id_shape(cls, v: str) -> str:
+        if not ID_RE.match(v):
+            raise ValueError(
+                "command id must be 1-128 characters of letters, digits and . _ : @ -, "
+                "starting with a letter or digit"
+            )
+        return v
+
+
+class ControlFile(BaseModel):
+    """control.json. ``halt`` is interpreted by :func:`halt_requested`, never by type."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    halt: Any = None
+    commands: list[Command] = Field(default_factory=list)
+
+
+def halt_requested(value: Any) -> bool:
+    """In doubt, stop: any value but false or null (or absent) asks for a halt."""
+    return not (value is None or value is False)
+
+
+def halt_reason(value: Any) -> str | None:
+    if isinstance(value, dict) and isinstance(value.get("reason"), str):
+        return value["reason"]
+    if isinstance(value, str) and value.strip():
+        return value
+    return None
+
+
+# --------------------------------------------------------------------- slot configuration
+
+
+class SlotConfig(BaseModel):
+    """A slot: one strategy trading one symbol on one timeframe, and its risk limits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    symbol: str
+    timeframe: str
+    strategy: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    order_notional: float = Field(100.0, gt=0, description="quote amount spent per entry")
+    max_position: float | None = Field(None, gt=0, description="max base quantity held")
+    max_notional: float = Field(1000.0, gt=0, description="max quote value of the position")
+    max_orders_per_minute: int = Field(6, ge=1)
+    enabled: bool = True
+
+    @field_validator("id")
+    @classmethod
+    def _slot_id(cls, v: str) -> str:
+        if not SLOT_ID_RE.match(v):
+            raise ValueError("slot id must be 1-64 characters of a-z, 0-9, . _ -")
+        return v
+
+    @field_validator("symbol")
+    @classmethod
+    def _symbol(cls, v: str) -> str:
+        if not SYMBOL_RE.match(v):
+            raise ValueError("symbol must look like BASE/QUOTE in capitals, e.g. BTC/USDT")
+        return v
+
+    @field_validator("timeframe")
+    @classmethod
+    def _timeframe(cls, v: str) -> str:
+        if v not in TIMEFRAMES:
+            raise ValueError(f"timeframe must be one of {', '.join(TIMEFRAMES)}")
+        return v
+
+    @field_validator("strategy")
+    @classmethod
+    def _strategy(cls, v: str) -> str:
+        if not STRATEGY_RE.match(v):
+            raise ValueError("strategy must be a module name of strategies/ (a-z, 0-9, _)")
+        return v
+
+
+# --------------------------------------------------------------------- status.json
+
+
+class HaltStatus(BaseModel):
+    engaged: bool = False
+    since: str | None = None
+    reason: str | None = None
+    cancelled_orders: list[str] = Field(default_factory=list)
+
+
+class StrategyStatus(BaseModel):
+    version: int
+    sha256: str
+    loaded_at: str
+    files: dict[str, str] = Field(default_factory=dict)  # file -> sha256
+    previous: dict[str, Any] | None = None  # {"version", "sha256"} kept for rollback
+
+
+class ReloadStatus(BaseModel):
+    at: str | None = None
+    strategy: str | None = None
+    result: Literal["loaded", "unchanged", "failed", "abandoned", "rolled_back"] | None = None
+    error: str | None = None
+    lock_wait_ms: float | None = None
+    old_sha256: str | None = None
+    new_sha256: str | None = None
+    command_id: str | None = None
+
+
+class CommandStatus(BaseModel):
+    id: str
+    action: str
+    slot: str | None = None
+    result: CommandResult
+    error: str | None = None
+    at: str
+    detail: dict[str, Any] | None = None
+
+
+class PositionStatus(BaseModel):
+    qty: float = 0.0
+    entry_price: float | None = None
+    realized_pnl: float = 0.0
+
+
+class SlotStatus(BaseModel):
+    id: str
+    symbol: str
+    timeframe: str
+    strategy: str
+    strategy_version: int | None = None
+    strategy_sha256: str | None = None
+    state: SlotState
+    fault: str | None = None
+    position: PositionStatus = Field(default_factory=PositionStatus)
+    last_cycle_at: str | None = None
+    next_cycle_at: str | None = None
+    cycles: int = 0
+    missed_cycles: int = 0
+    late_cycles: int = 0
+    errors: int = 0
+    config: SlotConfig | None = None
+
+
+class LedgerSummary(BaseModel):
+    orders: int = 0
+    open_orders: int = 0
+    fills: int = 0
+    realized_pnl: float = 0.0
+    fees: float = 0.0
+    cash: float | None = None
+    reconciled: dict[str, Any] | None = None
+
+
+class Status(BaseModel):
+    protocol: int = PROTOCOL_VERSION
+    state: KernelState
+    heartbeat_at: str
+    clock_at: str | None = None
+    speed: float = 1.0
+    tick: int = 0
+    tick_ms: int = 100
+    pid: int
+    started_at: str | None = None
+    halt: HaltStatus = Field(default_factory=HaltStatus)
+    strategies: dict[str, StrategyStatus] = Field(default_factory=dict)
+    reload: ReloadStatus = Field(default_factory=ReloadStatus)
+    reloads: list[ReloadStatus] = Field(default_factory=list)  # recent, newest last
+    commands: list[CommandStatus] = Field(default_factory=list)  # recent, newest last
+    pending_commands: list[str] = Field(default_factory=list)
+    control_error: str | None = None
+    slots: list[SlotStatus] = Field(default_factory=list)
+    ledger: LedgerSummary = Field(default_factory=LedgerSummary)
+    cycles: dict[str, Any] = Field(default_factory=dict)  # totals: ran, missed, late, lag

@@ -1,0 +1,54 @@
+"""Writes status.json off the tick thread: the tick hands over a snapshot, latest wins."""
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+from .control import atomic_write_json
+
+log = logging.getLogger("kernel.status")
+
+
+class StatusWriter:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._cond = threading.Condition()
+        self._pending: dict[str, Any] | None = None
+        self._closed = False
+        self.written = 0
+        self._thread = threading.Thread(target=self._run, name="status-writer", daemon=True)
+        self._thread.start()
+
+    def publish(self, snapshot: dict[str, Any]) -> None:
+        with self._cond:
+            self._pending = snapshot
+            self._cond.notify()
+
+    def write_now(self, snapshot: dict[str, Any]) -> None:
+        """Synchronous write (used for the last status at shutdown)."""
+        with self._cond:
+            self._pending = None
+        atomic_write_json(self.path, snapshot)
+        self.written += 1
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._pending is None and not self._closed:
+                    self._cond.wait()
+                if self._pending is None and self._closed:
+                    return
+                snapshot, self._pending = self._pending, None
+            try:
+                atomic_write_json(self.path, snapshot)
+                self.written += 1
+            except Exception:  # noqa: BLE001 - a full disk must not kill the kernel
+                log.exception("could not write %s", self.path)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(5)

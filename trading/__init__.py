@@ -1,0 +1,1 @@
+"""The console: Django models, services, admin, API and Celery tasks around the kernel."""
