@@ -25,10 +25,9 @@ help:
 	@echo "make demo   run the console on http://$(DEMO_ADDR)/admin/ (admin/admin) with a demo kernel"
 	@echo "make test   run the test suite (PYTEST_ARGS='-k ledger -x' to narrow it)"
 
-# System packages the suite needs beyond Python (redis-server, chromium, ...).
-# Nothing yet; `test` depends on it so that adding them later changes no other target.
+# System packages the suite needs beyond Python (chromium, redis-server): installed when missing.
 deps:
-	@:
+	@bash scripts/system-deps.sh
 
 $(PY):
 	@$(PYTHON) -c '$(IS_PY311)' 2>/dev/null || { \

@@ -51,6 +51,7 @@ __all__ = [
     "STATUS_FILE",
     "LOCK_FILE",
     "MAX_CONTROL_BYTES",
+    "KEEP",
     "ControlError",
     "ControlLockTimeout",
     "ControlFileInvalid",
@@ -460,10 +461,11 @@ def append_commands(
                     f"{parsed.error}. Not overwriting {path}: fix or remove it by hand "
                     "(a halt is still written over it)"
                 )
-            if snap.raw is not None:
-                _atomic_write_bytes(_broken_copy_path(path), snap.raw)
-            elif path.is_file():  # too large to have been read whole
-                shutil.copyfile(path, _broken_copy_path(path))
+            with contextlib.suppress(OSError):  # the halt goes through even if the copy cannot
+                if snap.raw is not None:
+                    _atomic_write_bytes(_broken_copy_path(path), snap.raw)
+                elif path.is_file():  # too large to have been read whole
+                    shutil.copyfile(path, _broken_copy_path(path))
             existing: list[Command] = []
             current_halt: Any = None
             changed = True

@@ -102,6 +102,7 @@ class SlotRuntime:
     position_qty: float = 0.0
     entry_price: float | None = None
     realized_pnl: float = 0.0
+    last_price: float | None = None
 
     @property
     def id(self) -> str:
@@ -811,6 +812,7 @@ class Kernel:
         out.result = decision.action
         if candles and slot is not None:
             price = candles[-1].close
+            slot.last_price = price
             if decision.action == ENTER and position <= EPS:
                 qty = cfg.order_notional / price
                 out.order = self._send(slot, cfg, "entry", "buy", qty, price, close_ms, str(close_ms), job)
@@ -1120,7 +1122,16 @@ class Kernel:
                                 "files": v.files, "previous": prev.describe() if prev else None}
         slots = []
         cash = None
+        unrealized_total = 0.0
+        marked = 0.0
         for s in self.slots.values():
+            unrealized = None
+            if s.position_qty > EPS and s.last_price is not None and s.entry_price is not None:
+                unrealized = s.position_qty * (s.last_price - s.entry_price)
+                unrealized_total += unrealized
+                marked += s.position_qty * s.last_price
+            elif s.position_qty > EPS and s.entry_price is not None:
+                marked += s.position_qty * s.entry_price
             v = self.registry.current.get(s.config.strategy)
             nxt = self.scheduler.next_close(s.id) if (self.running and not self.halt["engaged"]) else None
             slots.append({
@@ -1131,7 +1142,8 @@ class Kernel:
                              "realized_pnl": s.realized_pnl},
                 "last_cycle_at": ms_to_iso(s.last_cycle_ms), "next_cycle_at": ms_to_iso(nxt),
                 "cycles": s.cycles, "missed_cycles": s.missed_cycles, "late_cycles": s.late_cycles,
-                "errors": s.errors, "config": s.config.model_dump(mode="json"),
+                "errors": s.errors, "last_price": s.last_price, "unrealized_pnl": unrealized,
+                "config": s.config.model_dump(mode="json"),
             })
         ledger = self.ledger.summary()
         try:
@@ -1139,6 +1151,8 @@ class Kernel:
         except Exception:  # noqa: BLE001
             cash = None
         ledger["cash"] = cash
+        ledger["equity"] = (cash + marked) if cash is not None else None
+        ledger["unrealized_pnl"] = unrealized_total
         ledger["reconciled"] = {k: v for k, v in (self.reconciled or {}).items() if k != "orders"} or None
         lags = list(self._lags)
         waits = [w / 1000.0 for w in self._lock_waits_ns]
@@ -1161,6 +1175,7 @@ class Kernel:
             "pending_commands": self._pending_ids,
             "control_error": self._control_error,
             "slots": slots,
+            "fills": self.ledger.recent_fills(200),
             "ledger": ledger,
             "cycles": {
                 **self._totals,

@@ -45,7 +45,9 @@ CREATE TABLE IF NOT EXISTS fills (
     qty REAL NOT NULL,
     price REAL NOT NULL,
     fee REAL NOT NULL,
-    ts_ms INTEGER NOT NULL
+    ts_ms INTEGER NOT NULL,
+    pnl REAL,                        -- realized P&L of this fill (fees included); null for buys
+    seq INTEGER                      -- order of recording, for "fills since"
 );
 CREATE INDEX IF NOT EXISTS fills_slot ON fills(slot, ts_ms);
 CREATE TABLE IF NOT EXISTS positions (
@@ -245,10 +247,11 @@ class Ledger:
             ).fetchone()
             if order is None:
                 raise KeyError(f"fill {fill_id} for unknown order {client_order_id}")
+            seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM fills").fetchone()[0]
             cur = db.execute(
-                "INSERT OR IGNORE INTO fills(fill_id, client_order_id, slot, side, qty, price, fee, ts_ms)"
-                " VALUES(?,?,?,?,?,?,?,?)",
-                (fill_id, client_order_id, order["slot"], order["side"], qty, price, fee, ts_ms),
+                "INSERT OR IGNORE INTO fills(fill_id, client_order_id, slot, side, qty, price, fee, ts_ms, seq)"
+                " VALUES(?,?,?,?,?,?,?,?,?)",
+                (fill_id, client_order_id, order["slot"], order["side"], qty, price, fee, ts_ms, seq),
             )
             if cur.rowcount != 1:
                 return False
@@ -261,17 +264,20 @@ class Ledger:
                 " WHERE client_order_id=?",
                 (filled, avg, status, _now_ms(), client_order_id),
             )
-            self._apply_fill(db, order["slot"], order["symbol"], order["side"], qty, price, fee)
+            pnl = self._apply_fill(db, order["slot"], order["symbol"], order["side"], qty, price, fee)
+            db.execute("UPDATE fills SET pnl=? WHERE fill_id=?", (pnl, fill_id))
             return True
 
     @staticmethod
-    def _apply_fill(db, slot: str, symbol: str, side: str, qty: float, price: float, fee: float) -> None:
+    def _apply_fill(db, slot: str, symbol: str, side: str, qty: float, price: float, fee: float) -> float | None:
+        """Move the slot's position; returns the realized P&L of a sell (None for a buy)."""
         db.execute(
             "INSERT OR IGNORE INTO positions(slot, symbol) VALUES(?, ?)", (slot, symbol)
         )
         pos = db.execute("SELECT * FROM positions WHERE slot=?", (slot,)).fetchone()
         p_qty, cost, realized, fees = pos["qty"], pos["cost"], pos["realized_pnl"], pos["fees"]
         trades, wins, round_start = pos["trades"], pos["wins"], pos["round_start_pnl"]
+        pnl = None
         if side == "buy":
             if p_qty <= 1e-12:
                 round_start = realized
@@ -280,7 +286,8 @@ class Ledger:
             realized -= fee
         else:
             avg = cost / p_qty if p_qty > 1e-12 else price
-            realized += qty * (price - avg) - fee
+            pnl = qty * (price - avg) - fee
+            realized += pnl
             cost -= qty * avg
             p_qty -= qty
             if abs(p_qty) <= 1e-12:
@@ -294,6 +301,7 @@ class Ledger:
             " round_start_pnl=? WHERE slot=?",
             (p_qty, cost, realized, fees, trades, wins, round_start, slot),
         )
+        return pnl
 
     def order(self, client_order_id: str) -> dict | None:
         with self._lock:
@@ -331,6 +339,13 @@ class Ledger:
                     "SELECT * FROM fills WHERE slot=? ORDER BY ts_ms, fill_id", (slot,)
                 ).fetchall()
         return [dict(r) for r in rows]
+
+    def recent_fills(self, limit: int = 200) -> list[dict]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM fills ORDER BY seq DESC LIMIT ?", (limit,)
+            ).fetchall()
+        return [dict(r) for r in reversed(rows)]
 
     # ------------------------------------------------------------------ positions
 

@@ -194,6 +194,19 @@ class PositionStatus(BaseModel):
     realized_pnl: float = 0.0
 
 
+class FillStatus(BaseModel):
+    fill_id: str
+    client_order_id: str
+    slot: str
+    side: str
+    qty: float
+    price: float
+    fee: float
+    ts_ms: int
+    pnl: float | None = None  # realized P&L of a sell, fees included
+    seq: int | None = None
+
+
 class SlotStatus(BaseModel):
     id: str
     symbol: str
@@ -210,6 +223,8 @@ class SlotStatus(BaseModel):
     missed_cycles: int = 0
     late_cycles: int = 0
     errors: int = 0
+    last_price: float | None = None
+    unrealized_pnl: float | None = None
     config: SlotConfig | None = None
 
 
@@ -220,6 +235,8 @@ class LedgerSummary(BaseModel):
     realized_pnl: float = 0.0
     fees: float = 0.0
     cash: float | None = None
+    equity: float | None = None  # cash + positions at their last prices
+    unrealized_pnl: float | None = None
     reconciled: dict[str, Any] | None = None
 
 
@@ -241,5 +258,6 @@ class Status(BaseModel):
     pending_commands: list[str] = Field(default_factory=list)
     control_error: str | None = None
     slots: list[SlotStatus] = Field(default_factory=list)
+    fills: list[FillStatus] = Field(default_factory=list)  # recent, oldest first
     ledger: LedgerSummary = Field(default_factory=LedgerSummary)
     cycles: dict[str, Any] = Field(default_factory=dict)  # totals: ran, missed, late, lag

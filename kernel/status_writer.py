@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,14 @@ class StatusWriter:
         """Synchronous write (used for the last status at shutdown)."""
         with self._cond:
             self._pending = None
-        atomic_write_json(self.path, snapshot)
+        self._write(snapshot)
+
+    def _write(self, snapshot: dict[str, Any]) -> None:
+        try:
+            atomic_write_json(self.path, snapshot)
+        except ValueError:
+            # NaN/Infinity are not JSON: report them as null rather than stop reporting.
+            atomic_write_json(self.path, _finite(snapshot))
         self.written += 1
 
     def _run(self) -> None:
@@ -42,8 +50,7 @@ class StatusWriter:
                     return
                 snapshot, self._pending = self._pending, None
             try:
-                atomic_write_json(self.path, snapshot)
-                self.written += 1
+                self._write(snapshot)
             except Exception:  # noqa: BLE001 - a full disk must not kill the kernel
                 log.exception("could not write %s", self.path)
 
@@ -52,3 +59,13 @@ class StatusWriter:
             self._closed = True
             self._cond.notify()
         self._thread.join(5)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

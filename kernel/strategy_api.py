@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "Candle",
@@ -29,6 +29,8 @@ __all__ = [
     "Decision",
     "StrategyParams",
     "Field",
+    "field_validator",
+    "model_validator",
     "ENTER",
     "EXIT",
     "HOLD",

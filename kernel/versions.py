@@ -186,9 +186,19 @@ class StrategyLoader:
         return bool(STRATEGY_RE.match(name)) and (self.folder / f"{name}.py").is_file()
 
     def available(self) -> list[str]:
-        return sorted(
-            p.stem for p in self.folder.glob("*.py") if STRATEGY_RE.match(p.stem) and p.stem != "__init__"
-        )
+        """Modules of the folder that define ``evaluate`` (helpers such as indicators do not)."""
+        out = []
+        for p in self.folder.glob("*.py"):
+            if not STRATEGY_RE.match(p.stem):
+                continue
+            try:
+                tree = ast.parse(p.read_text(encoding="utf-8"))
+            except (SyntaxError, UnicodeDecodeError, OSError):
+                out.append(p.stem)  # broken, but meant as a strategy: reloading it reports why
+                continue
+            if any(isinstance(n, ast.FunctionDef) and n.name == "evaluate" for n in tree.body):
+                out.append(p.stem)
+        return sorted(out)
 
     def load(self, name: str, number: int) -> StrategyVersion:
         """Import ``name`` as a fresh generation and check its interface. Raises

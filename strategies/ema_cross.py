@@ -98,4 +98,4 @@ def evaluate(ctx: Context) -> Decision:
             f"cross up: fast {f1:.6g} > slow {s1:.6g}",
             {"entry_ts": candles[-1].ts, "bars_in_trade": 0},
         )
-    return Decision.hold("no cross up", {})
+    return Decision.hold(f"no cross up: fast {f1:.6g}, slow {s1:.6g}", {})

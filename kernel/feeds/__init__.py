@@ -17,6 +17,7 @@ Plain Python: nothing here imports Django.
 """
 from __future__ import annotations
 
+import operator
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from kernel.protocol import TIMEFRAMES
@@ -68,6 +69,16 @@ def last_closed_open_ms(end_close_ms: int, tf_ms: int) -> int:
     """Open time of the most recent candle of length ``tf_ms`` that has closed at
     ``end_close_ms`` (its close ``ts + tf_ms`` is ``<= end_close_ms``)."""
     return (int(end_close_ms) // tf_ms) * tf_ms - tf_ms
+
+
+def _as_limit(limit: object) -> int:
+    """``limit`` as an int (numpy integers welcome); FeedError for anything else."""
+    if isinstance(limit, bool):
+        raise FeedError(f"limit must be an integer, not {limit!r}")
+    try:
+        return operator.index(limit)  # type: ignore[arg-type]
+    except TypeError:
+        raise FeedError(f"limit must be an integer, not {limit!r}") from None
 
 
 def __getattr__(name: str) -> Any:  # lazy, so that importing the protocol stays cheap

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from kernel.feeds import FeedError, TIMEFRAMES, last_closed_open_ms, timeframe_ms
+from kernel.feeds import FeedError, _as_limit, TIMEFRAMES, last_closed_open_ms, timeframe_ms
 from kernel.strategy_api import Candle
 
 __all__ = ["ReplayFeed", "csv_name", "parse_csv_name", "read_csv", "write_csv", "export_synthetic"]
@@ -92,7 +92,7 @@ def read_csv(path: str | os.PathLike[str], timeframe: str | None = None) -> list
                 fields = [f.strip() for f in row]
                 if not fields or all(not f for f in fields):
                     continue  # blank line
-                if not seen_data and not out and fields[0].lower() == "ts":
+                if not seen_data and not fields[0].lstrip("+-").isdigit():  # a header line
                     if tuple(f.lower() for f in fields) != COLUMNS:
                         raise FeedError(
                             f"{where}: header {','.join(fields)!r}, expected {','.join(COLUMNS)!r}"
@@ -210,8 +210,7 @@ class ReplayFeed:
 
     def candles(self, symbol: str, timeframe: str, end_close_ms: int, limit: int) -> list[Candle]:
         series = self._load(symbol, timeframe)
-        if isinstance(limit, bool) or not isinstance(limit, int):
-            raise FeedError(f"limit must be an integer, not {limit!r}")
+        limit = _as_limit(limit)
         if limit <= 0:
             return []
         last_open = last_closed_open_ms(end_close_ms, series.tf_ms)

@@ -37,7 +37,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from kernel.feeds import FeedError, last_closed_open_ms, timeframe_ms
+from kernel.feeds import FeedError, _as_limit, last_closed_open_ms, timeframe_ms
 from kernel.strategy_api import Candle
 
 __all__ = ["SyntheticFeed", "BASE_PRICES", "MAX_LIMIT"]
@@ -294,8 +294,7 @@ class SyntheticFeed:
 
     def candles(self, symbol: str, timeframe: str, end_close_ms: int, limit: int) -> list[Candle]:
         tf = timeframe_ms(timeframe)
-        if isinstance(limit, bool) or not isinstance(limit, int):
-            raise FeedError(f"limit must be an integer, not {limit!r}")
+        limit = _as_limit(limit)
         if limit <= 0:
             return []
         if limit > MAX_LIMIT:

@@ -1,0 +1,246 @@
+"""Halt latency: from the control.json write to the kernel's halt, in ms and in ticks.
+
+For each tick period (100 ms, the default, and 10 ms):
+
+1. a real kernel (``manage.py runkernel --demo``: the 16-slot reference deployment) on a temp
+   state dir, at ``--speed`` 3000 by default, so that candle closes come every tick or so and
+   cycles (and their orders) are in flight when the halt lands;
+2. ``--halts`` times: after a random pause (so the write lands at a random point of a tick),
+   the halt is written the way kernelctl writes it (``kernel.commands.halt``: lock, temp file,
+   fsync, rename, fsync the folder). The write instant is the moment the rename of
+   control.json is issued, taken with ``time.monotonic_ns()`` by wrapping ``os.replace`` in this
+   process (the kernel cannot see the halt before it; the writer call's start and end and the
+   rename's return are kept too). Then:
+
+   - *write -> observed*: the kernel's own observation time, ``observed_ns`` of the ledger
+     meta ``halt`` (``OrderGate.engage_halt``: ``time.monotonic_ns()`` in the kernel process;
+     both processes read the same CLOCK_MONOTONIC, so the difference is meaningful on Linux);
+   - *write -> status halted*: when this process, polling status.json every 0.5 ms, first
+     reads ``state == "halted"``;
+   - ticks: each latency divided by the tick period, and the tick index difference
+     ``status.cycles.halt_observed_tick`` minus the tick at the write (estimated from the
+     last status.json before the write: its ``tick`` plus the ticks since its
+     ``heartbeat_at``; 1 = seen at the very next tick);
+   - *write -> last order accepted*: ``max(orders.passed_ns)`` minus the write instant
+     (negative: the last order passed the gate before the write), and the number of orders
+     that passed the gate after the kernel observed the halt (must be 0);
+
+   then ``release`` (with ``halt: false`` in the same write) and ``resume``, each waited for.
+
+    .venv/bin/python bench/halt_latency.py            # full: 200 halts at 100 ms and at 10 ms
+    .venv/bin/python bench/halt_latency.py --quick    # 30 halts each
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import shutil
+import sqlite3
+import sys
+import time
+import json
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import (  # noqa: E402
+    KernelProcess,
+    StatusReader,
+    emit,
+    format_table,
+    histogram,
+    iso_to_ms,
+    log,
+    machine_info,
+    make_temp_dir,
+    stats,
+)
+from kernel import commands  # noqa: E402
+
+NAME = "halt_latency"
+
+
+class RenameClock:
+    """Record when the rename that publishes ``target`` is issued (``ns``, monotonic;
+    ``wall_ns``) and when it returned (``done_ns``). The write instant is ``ns``: the kernel
+    cannot see the new file before it, so a latency from it is never understated."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = os.path.abspath(target)
+        self.ns: int | None = None
+        self.done_ns: int | None = None
+        self.wall_ns: int | None = None
+
+    def __enter__(self) -> "RenameClock":
+        self._orig = os.replace
+
+        def hooked(src, dst, *args, **kwargs):
+            if os.path.abspath(os.fspath(dst)) != self.target:
+                return self._orig(src, dst, *args, **kwargs)
+            self.wall_ns = time.time_ns()
+            self.ns = time.monotonic_ns()
+            self._orig(src, dst, *args, **kwargs)
+            self.done_ns = time.monotonic_ns()
+
+        os.replace = hooked
+        return self
+
+    def __exit__(self, *exc) -> None:
+        os.replace = self._orig
+
+
+def _send_and_wait(state: Path, reader: StatusReader, kernel: KernelProcess, action: str) -> dict:
+    cmd = commands.build_command(action, issued_by="bench")
+    commands.send(state, cmd)
+    res, _, _ = reader.wait_command(cmd.id, timeout_s=30, proc=kernel)
+    if res.get("result") != "applied":
+        raise RuntimeError(f"{action} was {res.get('result')}: {res.get('error')}")
+    return res
+
+
+def run_one(tick_ms: int, *, halts: int, speed: float, gap: tuple[float, float], keep: bool,
+            seed: int) -> dict:
+    rng = random.Random(seed)
+    tmp = make_temp_dir(f"fs-bench-halt-{tick_ms}ms-")
+    state = tmp / "state"
+    state.mkdir()
+    control = state / "control.json"
+    log(f"tick {tick_ms} ms, speed {speed:g}, 16 demo slots, {halts} halts, state {state}")
+    kernel = KernelProcess(state, speed=speed, tick_ms=tick_ms, demo=True)
+    reader = StatusReader(state, force_s=0.02)
+    samples: list[dict] = []
+    t_start = time.monotonic()
+    kernel.start()
+    db = sqlite3.connect(str(state / "ledger.sqlite3"), timeout=30)
+    try:
+        time.sleep(2.0)  # the first candle closes, cycles in flight
+        for i in range(halts):
+            time.sleep(rng.uniform(*gap))
+            pre = reader.read()
+            with RenameClock(control) as rc:
+                t_call = time.monotonic_ns()
+                commands.halt(state, f"bench halt {i}", by="bench")
+                t_ret = time.monotonic_ns()
+            write_ns = rc.ns if rc.ns is not None else t_call
+            st, seen_ns = reader.wait(lambda s: s.get("state") == "halted", 30, poll_s=0.0005, proc=kernel)
+            row = db.execute("SELECT value FROM meta WHERE key='halt'").fetchone()
+            meta = json.loads(row[0]) if row else {}
+            observed_ns = meta.get("observed_ns")
+            last_pass, after_obs, after_write = db.execute(
+                "SELECT MAX(passed_ns), SUM(passed_ns > ?), SUM(passed_ns > ?) FROM orders",
+                (observed_ns or 0, write_ns)).fetchone()
+            obs_tick = (st.get("cycles") or {}).get("halt_observed_tick")
+            tick_at_write = None
+            if pre is not None and rc.wall_ns is not None:
+                beat = iso_to_ms(pre.get("heartbeat_at"))
+                tick_at_write = pre["tick"] + math.floor((rc.wall_ns / 1e6 - beat) / tick_ms)
+            samples.append({
+                "i": i,
+                "writer_call_ms": round((t_ret - t_call) / 1e6, 3),
+                "rename_ms": round((rc.done_ns - rc.ns) / 1e6, 3) if rc.done_ns else None,
+                "write_to_observed_ms": round((observed_ns - write_ns) / 1e6, 3) if observed_ns else None,
+                "write_to_status_ms": round((seen_ns - write_ns) / 1e6, 3),
+                "observed_to_status_ms": round((seen_ns - observed_ns) / 1e6, 3) if observed_ns else None,
+                "halt_observed_tick": obs_tick,
+                "tick_at_write_est": tick_at_write,
+                "ticks_index_diff": (obs_tick - tick_at_write) if (obs_tick is not None and tick_at_write is not None) else None,
+                "status_age_before_write_ms": round(rc.wall_ns / 1e6 - iso_to_ms(pre["heartbeat_at"]), 1) if pre and rc.wall_ns else None,
+                "last_order_pass_minus_write_ms": round((last_pass - write_ns) / 1e6, 3) if last_pass else None,
+                "orders_passed_after_write": int(after_write or 0),
+                "orders_passed_after_observed": int(after_obs or 0),
+                "cancelled_orders": len((st.get("halt") or {}).get("cancelled_orders") or []),
+            })
+            _send_and_wait(state, reader, kernel, "release")
+            _send_and_wait(state, reader, kernel, "resume")
+            reader.wait(lambda s: s.get("state") == "running", 30, proc=kernel)
+            if (i + 1) % max(1, halts // 10) == 0:
+                log(f"  {i + 1}/{halts} halts")
+        final = reader.read() or {}
+    finally:
+        db.close()
+        rc_exit = kernel.stop()
+    run_s = time.monotonic() - t_start
+
+    def col(key: str) -> list:
+        return [s[key] for s in samples if s[key] is not None]
+
+    obs_ms, stat_ms = col("write_to_observed_ms"), col("write_to_status_ms")
+    summary = {
+        "tick_ms": tick_ms,
+        "speed": speed,
+        "slots": len(final.get("slots") or []),
+        "halts": len(samples),
+        "write_to_observed_ms": stats(obs_ms),
+        "write_to_status_halted_ms": stats(stat_ms),
+        "write_to_observed_ticks": stats([v / tick_ms for v in obs_ms]),
+        "write_to_status_halted_ticks": stats([v / tick_ms for v in stat_ms]),
+        "observed_within_one_tick": sum(1 for v in obs_ms if v < tick_ms),
+        "status_halted_within_one_tick": sum(1 for v in stat_ms if v < tick_ms),
+        "tick_index_diff": stats(col("ticks_index_diff"), 0),
+        "tick_index_diff_hist": histogram(col("ticks_index_diff"), (1, 2, 3)),
+        "observed_to_status_ms": stats(col("observed_to_status_ms")),
+        "writer_call_ms": stats(col("writer_call_ms")),
+        "last_order_pass_minus_write_ms": stats(col("last_order_pass_minus_write_ms")),
+        "orders_passed_after_write": sum(col("orders_passed_after_write")),
+        "orders_passed_after_observed": sum(col("orders_passed_after_observed")),
+        "orders_total": (final.get("ledger") or {}).get("orders"),
+        "cycles_ran": (final.get("cycles") or {}).get("ran"),
+        "kernel_exit_code": rc_exit,
+        "run_s": round(run_s, 1),
+    }
+    if keep:
+        summary["state_dir"] = str(state)
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"summary": summary, "halts": samples}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--halts", type=int, default=None, help="halts per tick period (default 200; 30 with --quick)")
+    p.add_argument("--tick-ms", default="100,10", help="comma-separated tick periods (default 100,10)")
+    p.add_argument("--speed", type=float, default=3000.0, help="clock speed (default 3000)")
+    p.add_argument("--gap", default="0.05,0.25", help="random pause before each halt, min,max seconds")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--quick", action="store_true", help="30 halts per tick period")
+    p.add_argument("--keep", action="store_true", help="keep the temp state dirs")
+    p.add_argument("--name", default=None, help=f"results file name (default {NAME}, {NAME}_quick)")
+    a = p.parse_args(argv)
+    ticks = [int(x) for x in a.tick_ms.split(",") if x.strip()]
+    halts = a.halts if a.halts is not None else (30 if a.quick else 200)
+    gap = tuple(float(x) for x in a.gap.split(","))
+    if len(gap) != 2 or gap[0] < 0 or gap[1] < gap[0]:
+        p.error("--gap takes min,max seconds")
+    name = a.name or (f"{NAME}_quick" if a.quick else NAME)
+
+    machine = machine_info()
+    runs = [run_one(t, halts=halts, speed=a.speed, gap=gap, keep=a.keep, seed=a.seed) for t in ticks]
+
+    rows = []
+    for r in runs:
+        s = r["summary"]
+        o, w, ot, wt = (s["write_to_observed_ms"], s["write_to_status_halted_ms"],
+                        s["write_to_observed_ticks"], s["write_to_status_halted_ticks"])
+        rows.append([s["tick_ms"], s["halts"], o["p50"], o["p99"], o["max"], ot["p99"], ot["max"],
+                     w["p50"], w["p99"], w["max"], wt["p99"], wt["max"], s["tick_index_diff"]["max"],
+                     s["writer_call_ms"]["p50"], s["orders_passed_after_observed"]])
+    table = format_table(
+        ["tick ms", "halts", "obs p50 ms", "obs p99 ms", "obs max ms", "obs p99 ticks", "obs max ticks",
+         "status p50 ms", "status p99 ms", "status max ms", "status p99 ticks", "status max ticks",
+         "tick idx max", "write call ms", "orders after obs"], rows)
+    summary = {"runs": [r["summary"] for r in runs], "target": "write -> observed p99 < 1 tick",
+               "target_met": {str(r["summary"]["tick_ms"]): (r["summary"]["write_to_observed_ticks"]["p99"] or 0) < 1
+                              for r in runs}}
+    emit(name, {"summary": summary, "machine": machine,
+                "halts": {str(r["summary"]["tick_ms"]): r["halts"] for r in runs}},
+         ["halt latency: control.json write -> kernel observed (obs, ledger meta halt.observed_ns) "
+          "and -> status.json says halted (status)\n"
+          "(ticks = latency / tick period; tick idx = halt_observed_tick - estimated tick at the write)\n\n"
+          + table])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

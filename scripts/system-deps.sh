@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# System packages the test suite needs beyond Python, from Debian's archive:
+#   chromium (the browser tests drive Debian's headless Chromium; test tools' own browser
+#   downloads do not work here) and redis-server (Celery's broker in the Redis tests).
+# Installs only what is missing; needs root (or sudo) the first time.
+set -euo pipefail
+
+need=()
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+[ ${#need[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then SUDO=sudo; else
+    echo "error: missing system packages: ${need[*]}; install them as root: apt-get install ${need[*]}" >&2
+    exit 1
+  fi
+else
+  SUDO=
+fi
+echo "Installing system packages: ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
