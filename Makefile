@@ -14,12 +14,13 @@ PYTEST_ARGS ?=
 
 DEMO_STATE_DIR := var/kernel
 DEMO_KERNEL_LOG := var/log/demo-kernel.log
+DEMO_SYNC_LOG := var/log/demo-sync.log
 DEMO_ADDR := 127.0.0.1:8000
 
 IS_PY311 := import sys; sys.exit(sys.version_info[:2] != (3, 11))
 PY_VERSION := import sys; print("%d.%d" % sys.version_info[:2])
 
-.PHONY: help deps venv install install-test test demo
+.PHONY: help deps venv install install-test test demo bench
 
 help:
 	@echo "make demo   run the console on http://$(DEMO_ADDR)/admin/ (admin/admin) with a demo kernel"
@@ -59,6 +60,11 @@ install-test: $(VENV)/.installed-test
 test: deps install-test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# Benchmarks print numbers (docs/benchmarks.md); BENCH_ARGS=--quick for a short run.
+BENCH_ARGS ?=
+bench: install
+	bash bench/run_all.sh $(BENCH_ARGS)
+
 # Development only: the admin/admin login below must never exist on a real deployment.
 define CREATE_DEMO_ADMIN
 from django.contrib.auth import get_user_model
@@ -74,14 +80,17 @@ demo: install
 	$(PY) manage.py migrate --noinput
 	@$(PY) manage.py shell --verbosity 0 -c "$$CREATE_DEMO_ADMIN"
 	@mkdir -p $(DEMO_STATE_DIR) $(dir $(DEMO_KERNEL_LOG))
+	$(PY) manage.py addkernel --name demo --state-dir $(DEMO_STATE_DIR)
 	@set -uo pipefail; \
 	export FORESIGHT_STATE_DIR="$(abspath $(DEMO_STATE_DIR))"; \
 	$(PY) manage.py runkernel --state-dir $(DEMO_STATE_DIR) --demo --speed 60 >>$(DEMO_KERNEL_LOG) 2>&1 & kernel=$$!; \
+	$(PY) manage.py syncstatus --loop --interval 1.0 >>$(DEMO_SYNC_LOG) 2>&1 & sync=$$!; \
 	stop_kernel() { \
+	  kill -TERM $$sync 2>/dev/null && wait $$sync 2>/dev/null; \
 	  kill -TERM $$kernel 2>/dev/null || return 0; \
 	  for _ in $$(seq 300); do kill -0 $$kernel 2>/dev/null || break; sleep 0.1; done; \
 	  if kill -0 $$kernel 2>/dev/null; then echo "Demo kernel ignored SIGTERM for 30 s; killing it." >&2; kill -KILL $$kernel; fi; \
-	  wait $$kernel 2>/dev/null; echo "Demo kernel stopped."; \
+	  wait $$kernel 2>/dev/null; echo "Demo kernel and status sync stopped."; \
 	}; \
 	trap stop_kernel EXIT; trap 'exit 0' INT; trap 'exit 143' TERM; \
 	sleep 2; \
@@ -89,6 +98,11 @@ demo: install
 	  echo "error: the demo kernel exited at startup; the end of $(DEMO_KERNEL_LOG):" >&2; \
 	  tail -n 20 $(DEMO_KERNEL_LOG) >&2; exit 1; \
 	fi; \
+	if ! kill -0 $$sync 2>/dev/null; then \
+	  echo "error: the status sync exited at startup; the end of $(DEMO_SYNC_LOG):" >&2; \
+	  tail -n 20 $(DEMO_SYNC_LOG) >&2; exit 1; \
+	fi; \
 	echo "Demo kernel running (pid $$kernel, state in $(DEMO_STATE_DIR), log in $(DEMO_KERNEL_LOG))."; \
-	echo "Console: http://$(DEMO_ADDR)/admin/  login admin/admin. Ctrl-C stops both."; \
+	echo "Status sync running (pid $$sync, log in $(DEMO_SYNC_LOG)): outcomes reach the audit log with no page open."; \
+	echo "Console: http://$(DEMO_ADDR)/admin/  login admin/admin. Ctrl-C stops them all."; \
 	$(PY) manage.py runserver $(DEMO_ADDR)

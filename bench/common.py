@@ -14,6 +14,7 @@ exactly as the console and kernelctl do.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -186,6 +187,14 @@ class StatusReader:
         return found["c"], st, seen
 
 
+def effective_tick_ms(first: dict | None, last: dict | None) -> float | None:
+    """The kernel's actual tick period between two status snapshots (wall ms per tick)."""
+    if not first or not last or last.get("tick", 0) <= first.get("tick", 0):
+        return None
+    span = iso_to_ms(last["heartbeat_at"]) - iso_to_ms(first["heartbeat_at"])
+    return round(span / (last["tick"] - first["tick"]), 3)
+
+
 def done_ids(status: dict | None) -> set[str]:
     return {c["id"] for c in (status or {}).get("commands") or []}
 
@@ -193,15 +202,29 @@ def done_ids(status: dict | None) -> set[str]:
 # ---------------------------------------------------------------------- the kernel process
 
 
+LAUNCHERS = ("runkernel", "direct")
+
+
 class KernelProcess:
-    """``manage.py runkernel`` on a state dir, its output in ``<state_dir>/kernel.log``."""
+    """``manage.py runkernel`` on a state dir, its output in ``<state_dir>/kernel.log``.
+
+    ``launcher="direct"`` runs the same ``runkernel`` command's ``handle`` through
+    bench/kernel_main.py, without ``django.setup()`` (no console app is imported)."""
 
     def __init__(self, state_dir: Path, *, speed: float, tick_ms: int, demo: bool = False,
                  strategies_dir: Path | None = None, cash: float | None = None,
-                 workers: int | None = None, extra: Sequence[str] = ()) -> None:
+                 workers: int | None = None, extra: Sequence[str] = (),
+                 launcher: str = "runkernel") -> None:
         self.state_dir = Path(state_dir)
-        self.args = [PYTHON, str(REPO / "manage.py"), "runkernel", "--state-dir", str(self.state_dir),
-                     "--speed", str(speed), "--tick-ms", str(tick_ms)]
+        if launcher == "runkernel":
+            head = [PYTHON, str(REPO / "manage.py"), "runkernel"]
+        elif launcher == "direct":  # the same Command.handle, without django.setup()
+            head = [PYTHON, str(REPO / "bench" / "kernel_main.py")]
+        else:
+            raise ValueError(f"unknown launcher {launcher!r}")
+        self.launcher = launcher
+        self.args = head + ["--state-dir", str(self.state_dir), "--speed", str(speed),
+                            "--tick-ms", str(tick_ms)]
         if demo:
             self.args.append("--demo")
         if strategies_dir is not None:
@@ -341,8 +364,13 @@ def machine_info() -> dict[str, Any]:
         affinity = len(os.sched_getaffinity(0))
     except AttributeError:
         affinity = None
+    # The tree changes under active development: identify the kernel code actually measured.
+    h = hashlib.sha256()
+    for f in sorted((REPO / "kernel").rglob("*.py")):
+        h.update(str(f.relative_to(REPO)).encode() + b"\0" + f.read_bytes())
     return {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "kernel_sources_sha256": h.hexdigest()[:16],
         "nproc": affinity or os.cpu_count(),
         "cpu": cpu,
         "ram_mb": ram_mb,

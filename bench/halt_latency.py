@@ -18,9 +18,10 @@ For each tick period (100 ms, the default, and 10 ms):
    - *write -> status halted*: when this process, polling status.json every 0.5 ms, first
      reads ``state == "halted"``;
    - ticks: each latency divided by the tick period, and the tick index difference
-     ``status.cycles.halt_observed_tick`` minus the tick at the write (estimated from the
-     last status.json before the write: its ``tick`` plus the ticks since its
-     ``heartbeat_at``; 1 = seen at the very next tick);
+     ``status.cycles.halt_observed_tick`` minus the tick at the write (estimated: status.json
+     is published about once a second, so the tick at the write is interpolated between the
+     last status before the write and the halted one, by their ``tick`` and ``heartbeat_at``;
+     1 = seen at the very next tick);
    - *write -> last order accepted*: ``max(orders.passed_ns)`` minus the write instant
      (negative: the last order passed the gate before the write), and the number of orders
      that passed the gate after the kernel observed the halt (must be 0);
@@ -33,6 +34,7 @@ For each tick period (100 ms, the default, and 10 ms):
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import random
@@ -40,17 +42,18 @@ import shutil
 import sqlite3
 import sys
 import time
-import json
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import (  # noqa: E402
+    LAUNCHERS,
     KernelProcess,
     StatusReader,
     emit,
     format_table,
     histogram,
+    effective_tick_ms,
     iso_to_ms,
     log,
     machine_info,
@@ -101,18 +104,18 @@ def _send_and_wait(state: Path, reader: StatusReader, kernel: KernelProcess, act
 
 
 def run_one(tick_ms: int, *, halts: int, speed: float, gap: tuple[float, float], keep: bool,
-            seed: int) -> dict:
+            seed: int, launcher: str = "runkernel") -> dict:
     rng = random.Random(seed)
     tmp = make_temp_dir(f"fs-bench-halt-{tick_ms}ms-")
     state = tmp / "state"
     state.mkdir()
     control = state / "control.json"
     log(f"tick {tick_ms} ms, speed {speed:g}, 16 demo slots, {halts} halts, state {state}")
-    kernel = KernelProcess(state, speed=speed, tick_ms=tick_ms, demo=True)
+    kernel = KernelProcess(state, speed=speed, tick_ms=tick_ms, demo=True, launcher=launcher)
     reader = StatusReader(state, force_s=0.02)
     samples: list[dict] = []
     t_start = time.monotonic()
-    kernel.start()
+    first = kernel.start()
     db = sqlite3.connect(str(state / "ledger.sqlite3"), timeout=30)
     try:
         time.sleep(2.0)  # the first candle closes, cycles in flight
@@ -132,10 +135,15 @@ def run_one(tick_ms: int, *, halts: int, speed: float, gap: tuple[float, float],
                 "SELECT MAX(passed_ns), SUM(passed_ns > ?), SUM(passed_ns > ?) FROM orders",
                 (observed_ns or 0, write_ns)).fetchone()
             obs_tick = (st.get("cycles") or {}).get("halt_observed_tick")
+            # The tick at the write, interpolated between the last status before it (tick t0 at
+            # heartbeat b0) and the halted one (tick t1 at b1), at the kernel's actual tick rate.
             tick_at_write = None
-            if pre is not None and rc.wall_ns is not None:
-                beat = iso_to_ms(pre.get("heartbeat_at"))
-                tick_at_write = pre["tick"] + math.floor((rc.wall_ns / 1e6 - beat) / tick_ms)
+            if pre is not None and rc.wall_ns is not None and obs_tick is not None:
+                t0, b0 = pre["tick"], iso_to_ms(pre.get("heartbeat_at"))
+                t1, b1 = st["tick"], iso_to_ms(st.get("heartbeat_at"))
+                w = rc.wall_ns / 1e6
+                if b1 > b0 and t1 > t0:
+                    tick_at_write = t0 + math.floor((w - b0) / (b1 - b0) * (t1 - t0))
             samples.append({
                 "i": i,
                 "writer_call_ms": round((t_ret - t_call) / 1e6, 3),
@@ -170,6 +178,7 @@ def run_one(tick_ms: int, *, halts: int, speed: float, gap: tuple[float, float],
     summary = {
         "tick_ms": tick_ms,
         "speed": speed,
+        "launcher": launcher,
         "slots": len(final.get("slots") or []),
         "halts": len(samples),
         "write_to_observed_ms": stats(obs_ms),
@@ -187,6 +196,7 @@ def run_one(tick_ms: int, *, halts: int, speed: float, gap: tuple[float, float],
         "orders_passed_after_observed": sum(col("orders_passed_after_observed")),
         "orders_total": (final.get("ledger") or {}).get("orders"),
         "cycles_ran": (final.get("cycles") or {}).get("ran"),
+        "effective_tick_ms": effective_tick_ms(first, final),
         "kernel_exit_code": rc_exit,
         "run_s": round(run_s, 1),
     }
@@ -206,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--quick", action="store_true", help="30 halts per tick period")
     p.add_argument("--keep", action="store_true", help="keep the temp state dirs")
+    p.add_argument("--launcher", choices=LAUNCHERS, default="runkernel",
+                   help="runkernel: manage.py runkernel (default); direct: the same command without "
+                        "django.setup() (bench/kernel_main.py)")
     p.add_argument("--name", default=None, help=f"results file name (default {NAME}, {NAME}_quick)")
     a = p.parse_args(argv)
     ticks = [int(x) for x in a.tick_ms.split(",") if x.strip()]
@@ -216,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     name = a.name or (f"{NAME}_quick" if a.quick else NAME)
 
     machine = machine_info()
-    runs = [run_one(t, halts=halts, speed=a.speed, gap=gap, keep=a.keep, seed=a.seed) for t in ticks]
+    runs = [run_one(t, halts=halts, speed=a.speed, gap=gap, keep=a.keep, seed=a.seed, launcher=a.launcher)
+            for t in ticks]
 
     rows = []
     for r in runs:

@@ -14,9 +14,39 @@ while the secret key is missing or still the development default.
                                          postgres://user:pass@host:port/name (postgresql:// too);
                                          default sqlite at var/foresight.sqlite3
     REDIS_URL                            Celery broker and result backend; empty = tasks run eagerly
+                                         in the calling process and `syncstatus --loop` does the
+                                         periodic sync (docs/deployment.md)
     FORESIGHT_STATE_DIR                  the kernel's control.json/status.json folder; default var/kernel
-    FORESIGHT_CELERY_VISIBILITY_TIMEOUT  seconds before Redis redelivers an unacked task; default 3600
     FORESIGHT_LOG_LEVEL                  default INFO
+
+The console:
+
+    FORESIGHT_AUDIT_SPOOL                audit events written while the database is down (one
+                                         fsynced JSON line each); local to each host; default
+                                         var/audit-spool.jsonl
+    FORESIGHT_STRATEGIES_DIR             where slot configuration finds a strategy's Params; keep it
+                                         the same as the kernel's; default <checkout>/strategies
+    FORESIGHT_COMMAND_TTL_S              a command not delivered within this many seconds is
+                                         expired (and audited), never sent late; default 300
+    FORESIGHT_ADMIN_COMMAND_WAIT_S       how long an admin button waits for the kernel's answer
+                                         before it reports "delivered"; default 3
+    FORESIGHT_STALE_AFTER_S              seconds without a heartbeat before a kernel is reported
+                                         stale (audit event + ERROR log); default 10
+
+Celery (only with REDIS_URL; docs/deployment.md has the layout):
+
+    FORESIGHT_HOST_QUEUES                comma list of the kernel hosts' queues (Kernel.queue):
+                                         beat sends sync_host_kernels(<queue>) to each; default none
+    FORESIGHT_CONSOLE_QUEUE              queue of the console's own worker: syncs the kernels with no
+                                         queue (this machine), the stale check, expiry; default console
+    FORESIGHT_SYNC_INTERVAL_S            seconds between two status syncs of a host; default 1.0
+    FORESIGHT_CELERY_VISIBILITY_TIMEOUT  seconds before Redis hands an unacknowledged task (a worker
+                                         died holding it) to another worker; must stay longer than
+                                         the longest retry countdown (30 s); default 3600
+    FORESIGHT_CELERY_RESTORE_INTERVAL    seconds between a worker's sweeps for such tasks; default 60
+    FORESIGHT_TEST_DELIVERY_PAUSE_S      tests only (refused in production): the delivery task sleeps
+                                         this long after writing control.json, before recording it,
+                                         so a test can kill -9 the worker inside that window; default 0
 """
 from __future__ import annotations
 
@@ -53,6 +83,19 @@ def env_int(name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ImproperlyConfigured(f"{name}={raw!r} is not an integer") from None
+
+
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name}={raw!r} is not a number") from None
+    if not value >= 0:  # also refuses nan
+        raise ImproperlyConfigured(f"{name}={raw!r} must be >= 0")
+    return value
 
 
 def env_list(name: str, default: str) -> list[str]:
@@ -195,13 +238,29 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
 
-# --- The kernel -------------------------------------------------------------------------
+# --- The kernel and the console -----------------------------------------------------
 
 FORESIGHT_STATE_DIR = Path(os.environ.get("FORESIGHT_STATE_DIR", "").strip() or VAR_DIR / "kernel")
+FORESIGHT_AUDIT_SPOOL = Path(os.environ.get("FORESIGHT_AUDIT_SPOOL", "").strip() or VAR_DIR / "audit-spool.jsonl")
+FORESIGHT_STRATEGIES_DIR = Path(os.environ.get("FORESIGHT_STRATEGIES_DIR", "").strip() or BASE_DIR / "strategies")
+FORESIGHT_COMMAND_TTL_S = env_float("FORESIGHT_COMMAND_TTL_S", 300.0)
+FORESIGHT_ADMIN_COMMAND_WAIT_S = env_float("FORESIGHT_ADMIN_COMMAND_WAIT_S", 3.0)
+FORESIGHT_STALE_AFTER_S = env_float("FORESIGHT_STALE_AFTER_S", 10.0)
 
 # --- Celery (read by foresight_site/celery.py with namespace="CELERY") -------------------
 
 REDIS_URL = os.environ.get("REDIS_URL", "").strip()
+
+FORESIGHT_HOST_QUEUES = env_list("FORESIGHT_HOST_QUEUES", "")
+FORESIGHT_CONSOLE_QUEUE = os.environ.get("FORESIGHT_CONSOLE_QUEUE", "").strip() or "console"
+FORESIGHT_SYNC_INTERVAL_S = env_float("FORESIGHT_SYNC_INTERVAL_S", 1.0) or 1.0
+FORESIGHT_TEST_DELIVERY_PAUSE_S = env_float("FORESIGHT_TEST_DELIVERY_PAUSE_S", 0.0)
+if PRODUCTION and FORESIGHT_TEST_DELIVERY_PAUSE_S:
+    raise ImproperlyConfigured("FORESIGHT_TEST_DELIVERY_PAUSE_S is for tests only: unset it in production")
+for _queue in FORESIGHT_HOST_QUEUES:
+    if _queue.endswith(".halt") or _queue == FORESIGHT_CONSOLE_QUEUE:
+        raise ImproperlyConfigured(
+            f"FORESIGHT_HOST_QUEUES: {_queue!r} is not a host queue (the console's queue, or a halt queue)")
 
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = REDIS_URL or None
@@ -211,17 +270,72 @@ CELERY_TASK_EAGER_PROPAGATES = True
 # Acknowledge after the task ran, and requeue when a worker dies: tasks are idempotent.
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# A task running when the broker connection drops is cancelled and redelivered (Celery 6's
+# default; idempotent tasks make that safe) instead of finishing unacknowledgeable.
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# One message reserved per pool process: a halt never waits behind a prefetched backlog.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    # Redis redelivers a task not acknowledged within this many seconds.
+    # Redis hands a task nobody acknowledged within this many seconds to another worker. It must
+    # outlast every countdown a worker holds unacknowledged (retries wait at most 30 s).
     "visibility_timeout": env_int("FORESIGHT_CELERY_VISIBILITY_TIMEOUT", 3600),
+    # How often a worker sweeps for such tasks (throttle 1: the interval is the period).
+    "unacked_restore_interval": env_int("FORESIGHT_CELERY_RESTORE_INTERVAL", 60),
+    "unacked_restore_throttle": 1,
+    # A broker that is down must not hang a request that enqueues on commit: fail fast, the
+    # command stays pending in the database and is delivered once the broker is back.
+    "socket_connect_timeout": 5,
+    "socket_timeout": 30,
 }
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.5, "interval_max": 1}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_IGNORE_RESULT = True  # the database is the record of every command, not the result backend
+CELERY_RESULT_EXPIRES = 3600
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_ENABLE_UTC = True
+
+# Routing: a task without a queue goes to the console's worker. Deliveries are routed per
+# command to Kernel.queue, halts to "<Kernel.queue>.halt" (trading/services.py); the host's
+# worker consumes both (-Q <queue>,<queue>.halt).
+CELERY_TASK_DEFAULT_QUEUE = FORESIGHT_CONSOLE_QUEUE
+CELERY_TASK_ROUTES = {
+    "trading.check_stale_kernels": {"queue": FORESIGHT_CONSOLE_QUEUE},
+    "trading.expire_commands": {"queue": FORESIGHT_CONSOLE_QUEUE},
+}
+
+
+def _beat_schedule() -> dict:
+    """One sync entry per host queue (run by that host's worker, next to its kernels' files),
+    one for the console's own kernels, the stale check and the expiry. A periodic task that
+    waited past a few periods is dropped (``expires``): the next one does the same work."""
+    every = FORESIGHT_SYNC_INTERVAL_S
+    stale = max(1.0, FORESIGHT_STALE_AFTER_S / 2)
+    schedule = {
+        f"sync-host-{queue}": {
+            "task": "trading.sync_host_kernels", "schedule": every, "args": (queue,),
+            "options": {"queue": queue, "expires": max(5.0, 5 * every)},
+        }
+        for queue in FORESIGHT_HOST_QUEUES
+    }
+    schedule["sync-console-kernels"] = {
+        "task": "trading.sync_host_kernels", "schedule": every, "args": ("",),
+        "options": {"queue": FORESIGHT_CONSOLE_QUEUE, "expires": max(5.0, 5 * every)},
+    }
+    schedule["check-stale-kernels"] = {
+        "task": "trading.check_stale_kernels", "schedule": stale,
+        "options": {"queue": FORESIGHT_CONSOLE_QUEUE, "expires": max(5.0, 5 * stale)},
+    }
+    schedule["expire-commands"] = {
+        "task": "trading.expire_commands", "schedule": 5.0,
+        "options": {"queue": FORESIGHT_CONSOLE_QUEUE, "expires": 25.0},
+    }
+    return schedule
+
+
+CELERY_BEAT_SCHEDULE = _beat_schedule()
 
 # --- Logging ----------------------------------------------------------------------------
 

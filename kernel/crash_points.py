@@ -16,6 +16,9 @@ The points in an order's life, in order:
 - ``order_placed``: the broker answered, nothing of the answer is in the ledger yet;
 - ``fill_recorded``: one fill is in the ledger, the order's final status is not
   (also reached while reconciling at startup).
+
+And one in a command's life: ``command_recorded``: the ledger remembers the command as
+applied (with the state it changed); the tick that applied it has not finished.
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ import signal
 import threading
 from typing import Callable
 
-__all__ = ["CRASH_ENV", "POINTS", "crash_point", "paper_crash_hook", "parse_plan"]
+__all__ = ["CRASH_ENV", "POINTS", "COMMAND_POINTS", "crash_point", "paper_crash_hook", "parse_plan"]
 
 CRASH_ENV = "FORESIGHT_CRASH_AT"
 POINTS = (
@@ -35,6 +38,8 @@ POINTS = (
     "order_placed",
     "fill_recorded",
 )
+# Points outside an order's life (kept apart: tests iterate over POINTS as "an order's life").
+COMMAND_POINTS = ("command_recorded",)
 
 
 def parse_plan(text: str | None) -> dict[str, int] | None:
@@ -46,9 +51,9 @@ def parse_plan(text: str | None) -> dict[str, int] | None:
     plan: dict[str, int] = {}
     for part in text.split(","):
         point, sep, nth = part.strip().partition(":")
-        if point not in POINTS or not sep or not nth.isdigit() or int(nth) < 1:
+        if point not in POINTS + COMMAND_POINTS or not sep or not nth.isdigit() or int(nth) < 1:
             raise ValueError(
-                f"{CRASH_ENV}: {part!r} is not <point>:<nth> with point one of {', '.join(POINTS)} and nth >= 1"
+                f"{CRASH_ENV}: {part!r} is not <point>:<nth> with point one of {', '.join(POINTS + COMMAND_POINTS)} and nth >= 1"
             )
         plan[point] = int(nth)
     return plan

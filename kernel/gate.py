@@ -17,6 +17,8 @@ from .errors import GateRefused
 class OrderGate:
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)
+        self._in_transit = 0  # orders passed, whose broker answer is not recorded yet
         self._halted = False
         self.halt_observed_ns: int | None = None
         self.last_pass_ns: int | None = None
@@ -101,5 +103,23 @@ class OrderGate:
             now_ns = time.monotonic_ns()
             self.last_pass_ns = now_ns
             self.passed += 1
+            self._in_transit += 1  # the caller must call order_settled() once it is recorded
             self._recent[slot].append(now_ms)
             return now_ns
+
+    def order_settled(self) -> None:
+        """An order that passed is answered (or failed) and recorded: no longer in transit."""
+        with self._lock:
+            self._in_transit = max(0, self._in_transit - 1)
+            if self._in_transit == 0:
+                self._settled.notify_all()
+
+    @property
+    def in_transit(self) -> int:
+        return self._in_transit
+
+    def wait_settled(self, timeout: float) -> bool:
+        """Wait until every order that passed is recorded (a halt's cancel sweep and ledger
+        flush must include the orders that passed just before it). False on timeout."""
+        with self._lock:
+            return self._settled.wait_for(lambda: self._in_transit == 0, timeout)

@@ -25,12 +25,12 @@ from typing import Any, Callable
 from pydantic import ValidationError
 
 from .brokers import BrokerOrder, OrderRequest
-from .brokers.paper import PaperBroker
-from .clock import SimClock, WallClock
 from .control import CONTROL_FILE, STATUS_FILE, read_control
+from .crash_points import crash_point
 from .errors import (
     AuthenticationFailed,
     GateRefused,
+    KernelError,
     OrderRejected,
     ReloadFailed,
     StrategyFault,
@@ -65,6 +65,7 @@ log = logging.getLogger("kernel")
 
 EPS = 1e-12
 RECENT = 200  # how many command / reload results status.json keeps
+CONTROL_MTIME_GRANULARITY_NS = 2_000_000_000  # coarsest file timestamps we expect (FAT: 2 s)
 
 
 @dataclass
@@ -83,6 +84,14 @@ class KernelOptions:
     cash: float = 100_000.0
     replay_dir: Path | None = None
     smoke_slots: int = 3
+    # Venue (kernel/venues.py). feed None: "replay" with a replay_dir, else "synthetic".
+    feed: str | None = None  # synthetic | replay | ccxt
+    broker: str = "paper"  # paper | ccxt
+    exchange: str | None = None  # a ccxt exchange id, for the ccxt feed and broker
+    sandbox: bool = False
+    secrets_file: Path | None = None
+    start_ms: int | None = None  # simulated clock start (a replay's default: its first candle)
+    halt_cancel_wait_ms: int = 500  # how long engage_halt waits for the cancels before returning
 
 
 @dataclass
@@ -103,6 +112,7 @@ class SlotRuntime:
     entry_price: float | None = None
     realized_pnl: float = 0.0
     last_price: float | None = None
+    last_order: dict[str, Any] | None = None  # the last order's summary: rejected, unknown, filled...
 
     @property
     def id(self) -> str:
@@ -147,6 +157,7 @@ class CycleOutcome:
     state_schema: int | None = None
     fault: str | None = None
     order: dict[str, Any] | None = None
+    job: Job | None = None  # the job that ran it: whether it was abandoned is that job's, not the slot's
 
 
 class _Rejected(Exception):
@@ -192,26 +203,17 @@ class Kernel:
         self.pid = os.getpid()
         self.started_at = utcnow_iso()
 
-        if clock is None:
-            if options.speed == 1:
-                clock = WallClock()
-            else:
-                resume_from = max(self.ledger.meta_get("clock_ms", 0) or 0, time.time_ns() // 1_000_000)
-                clock = SimClock(options.speed, start_ms=resume_from)
-        self.clock = clock
-        if feed is None:
-            if options.replay_dir is not None:
-                from .feeds.replay import ReplayFeed
+        # Clock, feed and broker: those passed in, else chosen from options (kernel/venues.py).
+        from .venues import build_venue
 
-                feed = ReplayFeed(options.replay_dir)
-            else:
-                from .feeds.synthetic import SyntheticFeed
-
-                feed = SyntheticFeed(seed=options.seed)
-        self.feed = feed
-        if broker is None:
-            broker = PaperBroker(self.state_dir / "paper-exchange.sqlite3", cash=options.cash)
-        self.broker = broker
+        venue = build_venue(options, state_dir=self.state_dir,
+                            resume_ms=self.ledger.meta_get("clock_ms", 0) or 0,
+                            on_replay_end=self.stop, clock=clock, feed=feed, broker=broker)
+        self.clock, self.feed, self.broker = venue.clock, venue.feed, venue.broker
+        self.venue = venue
+        self._halt_thread: threading.Thread | None = None
+        self._unresolved: dict[str, set[str]] = {}  # slot -> client ids whose outcome is unknown
+        self._unresolved_lock = threading.Lock()
 
         self.slots: dict[str, SlotRuntime] = {}
         self.tick = 0
@@ -229,6 +231,7 @@ class Kernel:
         self._control_halt = False
         self._control_fp: tuple | None = None
         self._control_read_wall = 0.0
+        self._control_racy = True  # see _poll_control
         self._async_cmd: tuple[Command, Future, Callable[[Any], tuple[str, str | None, dict | None]]] | None = None
         self._outcomes: queue.SimpleQueue[CycleOutcome] = queue.SimpleQueue()
         self._reload_queue: queue.SimpleQueue[tuple[Callable[[], Any], Future] | None] = queue.SimpleQueue()
@@ -298,44 +301,120 @@ class Kernel:
                     if s.config.strategy == name:
                         s.fault = f"strategy {name} did not load: {exc}"
                         self._dirty_slots.add(s.id)
+        use_ledger = getattr(self.broker, "use_ledger", None)
+        if use_ledger is not None:  # the ccxt broker looks up an order's symbol in the ledger
+            use_ledger(self.ledger)
         self.reconcile()
+        if self.halt["engaged"]:  # a kill during a halt may have left resting orders: cancel again
+            self._start_halt_cancels()
         now = self.clock.now_ms()
+        # The clock stored in the ledger is written about once a second, cycles every tick: after
+        # a kill -9 it can lag the last candle run. Never schedule a candle that already ran.
+        last_run = self.ledger.last_candles()
         for s in self.slots.values():
-            self.scheduler.add(s.id, s.config.timeframe, now)
+            self.scheduler.add(s.id, s.config.timeframe, max(now, last_run.get(s.id, now)))
 
     def reconcile(self) -> dict[str, Any]:
-        """Before any slot trades: every intent or open order in the ledger is looked up
-        at the broker by its client id, and the ledger brought to what the broker says."""
-        found = {"checked": 0, "filled": 0, "open": 0, "cancelled": 0, "rejected": 0,
-                 "never_sent": 0, "fills_recorded": 0, "orders": []}
+        """Before any slot trades: every unfinished order of the ledger (intent, sent, open)
+        is looked up at the broker by its client id and the ledger brought to what the
+        broker says (fills it lacks are recorded, final states marked, orders the broker
+        never saw abandoned); orders the broker holds open that the ledger does not know
+        are reported, and so are positions the account does not hold. An order whose fate
+        the broker cannot tell (unreachable, keys refused) pauses its slot: it must not
+        trade on a position that may be wrong."""
+        found: dict[str, Any] = {
+            "checked": 0, "filled": 0, "open": 0, "cancelled": 0, "rejected": 0, "never_sent": 0,
+            "unknown": 0, "fills_recorded": 0, "unknown_open_orders": 0, "orders": [],
+            "broker_only_orders": [], "position_mismatches": [], "errors": [],
+        }
+        unreachable: str | None = None  # after one "broker unreachable", do not wait on each order
         for order in self.ledger.unfinished_orders():
             cid = order["client_order_id"]
             found["checked"] += 1
-            try:
-                bo = self.broker.fetch_order(cid)
-            except TemporaryError as exc:
-                found["orders"].append({"client_order_id": cid, "result": f"unknown: {exc}"})
+            entry = {"client_order_id": cid, "slot": order["slot"], "symbol": order["symbol"],
+                     "intent": order["intent"], "side": order["side"], "qty": order["qty"],
+                     "ledger_status": order["status"]}
+            error, bo = unreachable, None
+            if error is None:
+                try:
+                    bo = self.broker.fetch_order(cid)
+                except (TemporaryError, AuthenticationFailed) as exc:
+                    error = unreachable = f"{type(exc).__name__}: {exc}"
+                except KernelError as exc:
+                    error = f"{type(exc).__name__}: {exc}"
+            if error is not None:
+                found["unknown"] += 1
+                found["orders"].append({**entry, "result": "unknown", "error": error})
+                slot = self.slots.get(order["slot"])
+                if slot is not None:
+                    slot.fault = (f"order {cid} could not be reconciled at startup ({error}): "
+                                  "check it at the exchange, then resume the slot")
+                    self._dirty_slots.add(slot.id)
                 continue
             if bo is None:
                 self.ledger.mark_order(cid, "abandoned", error="never reached the broker (found at startup)")
                 found["never_sent"] += 1
-                found["orders"].append({"client_order_id": cid, "result": "never_sent"})
+                found["orders"].append({**entry, "result": "never_sent"})
                 continue
-            found["fills_recorded"] += self._record_broker_order(cid, bo)
+            new_fills = self._record_broker_order(cid, bo)
+            found["fills_recorded"] += new_fills
             key = bo.status if bo.status in ("filled", "cancelled", "rejected") else "open"
             found[key] += 1
-            found["orders"].append({"client_order_id": cid, "result": bo.status})
+            found["orders"].append({**entry, "result": bo.status, "filled_qty": bo.filled_qty,
+                                    "fills_recorded": new_fills})
+        if unreachable is None:
+            self._reconcile_broker_view(found)
+        else:
+            found["errors"].append(f"broker unreachable: {unreachable}")
         for slot_id, pos in self.ledger.positions().items():
             if slot_id in self.slots:
                 rt = self.slots[slot_id]
                 rt.position_qty, rt.entry_price, rt.realized_pnl = pos.qty, pos.entry_price, pos.realized_pnl
         found["at"] = utcnow_iso()
         found["orders"] = found["orders"][:50]
+        found["summary"] = _reconcile_summary(found)
         self.reconciled = found
-        if found["checked"]:
-            log.warning("reconciled %d unfinished orders at startup: %s", found["checked"],
-                        {k: v for k, v in found.items() if k != "orders"})
+        self._status_urgent = True
+        if found["checked"] or found["unknown_open_orders"] or found["position_mismatches"] or found["errors"]:
+            (log.error if (found["unknown"] or found["unknown_open_orders"] or found["position_mismatches"])
+             else log.warning)("reconciled at startup: %s", found["summary"])
         return found
+
+    def _reconcile_broker_view(self, found: dict[str, Any]) -> None:
+        """Open orders at the broker that the ledger does not know, and positions the
+        account does not hold: reported (never acted on: they may be a human's)."""
+        try:
+            open_orders = self.broker.open_orders()
+        except KernelError as exc:
+            found["errors"].append(f"could not list the broker's open orders: {type(exc).__name__}: {exc}")
+            open_orders = []
+        for bo in open_orders:
+            if self.ledger.order(bo.client_order_id) is None:
+                found["unknown_open_orders"] += 1
+                if len(found["broker_only_orders"]) < 50:
+                    found["broker_only_orders"].append({
+                        "client_order_id": bo.client_order_id, "broker_order_id": bo.broker_order_id,
+                        "symbol": bo.symbol, "side": bo.side, "type": bo.type, "qty": bo.qty,
+                        "limit_price": bo.limit_price, "status": bo.status,
+                    })
+        held: dict[str, float] = {}
+        for slot_id, pos in self.ledger.positions().items():
+            symbol = (self.slots[slot_id].config.symbol if slot_id in self.slots
+                      else (self.ledger.orders(slot=slot_id) or [{}])[-1].get("symbol"))
+            if symbol and pos.qty > EPS:
+                base = symbol.split("/")[0]
+                held[base] = held.get(base, 0.0) + pos.qty
+        if not held:
+            return
+        try:
+            balances = self.broker.balances()
+        except KernelError as exc:
+            found["errors"].append(f"could not read the broker's balances: {type(exc).__name__}: {exc}")
+            return
+        for base, qty in sorted(held.items()):
+            have = balances.get(base, 0.0)
+            if have < qty * (1 - 1e-9) - EPS:  # the ledger holds more than the account: exits would fail
+                found["position_mismatches"].append({"currency": base, "ledger": qty, "broker": have})
 
     # ================================================================== run loop
 
@@ -370,9 +449,30 @@ class Kernel:
         self._process_commands()
         self._check_deadlines()
         if self.running and not self.halt["engaged"]:
+            self._advance_replay_clock()
             self._dispatch_due()
+        on_tick = getattr(self.broker, "on_tick", None)
+        if on_tick is not None:  # e.g. the ccxt broker's dead man's switch: proof the tick loop lives
+            on_tick()
         self._persist()
         self._maybe_publish()
+
+    def _advance_replay_clock(self) -> None:
+        """A replay clock (kernel/replay_clock.py) moves only while no cycle is in flight,
+        and never past the next close a slot waits for: every candle is evaluated, at
+        its own close time, run after run."""
+        advance = getattr(self.clock, "advance", None)
+        if advance is None:
+            return
+        for s in self.slots.values():
+            job = s.inflight
+            if job is not None and not job.abandoned and not (job.meta[0] != "cycle" and job.done.is_set()):
+                return
+        if self._async_cmd is not None or not self._outcomes.empty():
+            return
+        nexts = [self.scheduler.next_close(s.id) for s in self.slots.values() if s.config.enabled]
+        nexts = [n for n in nexts if n is not None]
+        advance(min(nexts) if nexts else None)
 
     # ================================================================== control
 
@@ -383,10 +483,15 @@ class Kernel:
         except FileNotFoundError:
             fp = None
         now = time.monotonic()
-        if fp == self._control_fp and now - self._control_read_wall < 1.0:
+        # An unchanged (inode, mtime, size) proves nothing for a file modified within the
+        # filesystem's timestamp granularity of our last read (racy git's rule): re-read then.
+        if fp == self._control_fp and now - self._control_read_wall < 1.0 and not self._control_racy:
             return
         self._control_read_wall = now
+        read_wall_ns = time.time_ns()
         read = read_control(self.control_path)
+        self._control_racy = (read.fingerprint is not None
+                              and read.fingerprint[1] >= read_wall_ns - CONTROL_MTIME_GRANULARITY_NS)
         changed = read.error != self._control_error
         self._control_fp = read.fingerprint
         self._control_halt = read.halt
@@ -439,10 +544,16 @@ class Kernel:
 
     def _finish_command(self, cmd: Command, result: str, error: str | None, detail: dict | None) -> None:
         at = utcnow_iso()
+        # The result, and every state change so far (the command's own included), in one
+        # transaction: a kill -9 cannot leave a command remembered as applied without its effect.
+        records, self._cycle_records = self._cycle_records, []
+        ids, self._dirty_slots = self._dirty_slots, set()
         self.ledger.record_command(
             id=cmd.id, action=cmd.action, slot=cmd.slot, result=result, error=error, at=at,
             detail=detail, meta={"running": self.running, "paused": self.paused},
+            slots=[self.slots[i].persist_row() for i in ids if i in self.slots], cycles=records,
         )
+        crash_point("command_recorded")
         self._applied_ids.add(cmd.id)
         entry = {"id": cmd.id, "action": cmd.action, "slot": cmd.slot, "result": result,
                  "error": error, "at": at, "detail": detail}
@@ -636,8 +747,20 @@ class Kernel:
             self._validate_params(version, cfg)
             return apply()
 
+        # A first load passes the same checks as a reload: this slot's params, and a smoke
+        # evaluation on its recent candles (with the state and position it will start from).
+        existing = self.slots.get(cfg.id)
+        keeps_state = existing is not None and existing.config.strategy == cfg.strategy
+        sample = SmokeSample(
+            slot=cfg.id, symbol=cfg.symbol, timeframe=cfg.timeframe, params=dict(cfg.params), candles=(),
+            position=existing.position_qty if existing else 0.0,
+            entry_price=existing.entry_price if existing else None,
+            state=dict(existing.strategy_state) if keeps_state else {},
+            state_schema=existing.state_schema if keeps_state else None,
+        )
+
         def work() -> dict:
-            return self._reload_one(cfg.strategy, [], None)
+            return self._reload_one(cfg.strategy, [sample], None)
 
         def finish(r: dict) -> tuple[str, str | None, dict]:
             self._after_reload(r)
@@ -697,27 +820,57 @@ class Kernel:
             "since": utcnow_iso(),
             "reason": reason or f"halt requested in {source}",
             "cancelled_orders": [],
+            "cancel_failed": [],
+            "cancels_pending": True,
             "observed_ns": observed_ns,
         }
         self.ledger.meta_set(halt=self.halt)
+        log.critical("HALT engaged (%s): %s; cancelling resting orders", source, self.halt["reason"])
+        self._status_urgent = True
+        self._publish()  # status says halted now, however long the broker takes to cancel
+        self._start_halt_cancels()
+
+    def _start_halt_cancels(self) -> None:
+        """Cancel resting orders on a thread of their own: a slow exchange must not hold
+        the tick thread. A fast broker is done within halt_cancel_wait_ms, and then the
+        halt reports its cancels before engage_halt returns."""
+        t = threading.Thread(target=self._cancel_resting_orders, args=(self.halt.get("since"),),
+                             name="halt-cancel", daemon=True)
+        self._halt_thread = t
+        t.start()
+        t.join(self.options.halt_cancel_wait_ms / 1000.0)
+        if not t.is_alive():
+            self._publish()
+
+    def _cancel_resting_orders(self, since: str | None) -> None:
         cancelled, failed = [], []
+        # Orders that passed the gate just before the halt may still be on their way: the sweep
+        # must see them at the broker, and the flush must hold their fills.
+        if not self.gate.wait_settled(self.options.cycle_deadline_ms / 1000.0):
+            failed.append({"client_order_id": None, "error": f"{self.gate.in_transit} order(s) that passed "
+                           "before the halt had no broker answer within the cycle deadline"})
         try:
             for bo in self.broker.open_orders():
                 try:
                     res = self.broker.cancel_order(bo.client_order_id)
-                    self._record_broker_order(bo.client_order_id, res)
+                    if self.ledger.order(bo.client_order_id) is not None:
+                        self._record_broker_order(bo.client_order_id, res)
                     cancelled.append(bo.client_order_id)
                 except Exception as exc:  # noqa: BLE001 - report, keep cancelling the rest
                     failed.append({"client_order_id": bo.client_order_id, "error": str(exc)})
         except Exception as exc:  # noqa: BLE001
             failed.append({"client_order_id": None, "error": f"could not list open orders: {exc}"})
-        self.halt["cancelled_orders"] = cancelled
-        self.halt["cancel_failed"] = failed
-        self.ledger.meta_set(halt=self.halt)
+        if not self.halt.get("engaged") or self.halt.get("since") != since:
+            return  # released (or re-engaged) meanwhile: that halt reports for itself
+        done = {**self.halt, "cancelled_orders": cancelled, "cancel_failed": failed, "cancels_pending": False}
+        self.ledger.meta_set(halt=done)
         self.ledger.flush()
-        log.critical("HALT engaged (%s): %s; cancelled %d orders", source, self.halt["reason"], len(cancelled))
+        # Reported done only once flushed: a reader of status.json may rely on the main file.
+        self.halt = {**done, "flushed_at": utcnow_iso()}
+        (log.critical if failed else log.warning)(
+            "HALT: cancelled %d resting order(s)%s", len(cancelled),
+            f"; {len(failed)} could not be cancelled: {failed}" if failed else "")
         self._status_urgent = True
-        self._publish()
 
     # ================================================================== cycles
 
@@ -759,6 +912,7 @@ class Kernel:
             log.error("cycle %s@%s crashed", job.key, info, exc_info=job.error)
         else:
             out = job.result
+        out.job = job
         self._outcomes.put(out)
 
     def _cycle(self, job: Job, cfg: SlotConfig, close_ms: int, state: dict, state_schema: int | None) -> CycleOutcome:
@@ -778,6 +932,9 @@ class Kernel:
             candles = tuple(self.feed.candles(cfg.symbol, cfg.timeframe, close_ms, version.warmup(params)))
             state = migrate(version, state, state_schema)
             position = slot.position_qty if slot else 0.0
+            dust_qty = getattr(self.broker, "dust_qty", None)
+            if dust_qty is not None and 0 < position < dust_qty(cfg.symbol):
+                position = 0.0  # less than the exchange's smallest order: unsellable dust, the slot is flat
             ctx = Context(
                 slot=cfg.id, symbol=cfg.symbol, timeframe=cfg.timeframe, now_ms=close_ms,
                 candles=candles, position=position, entry_price=slot.entry_price if slot else None,
@@ -835,7 +992,12 @@ class Kernel:
             if intent != "flatten":
                 if self.gate.halted:
                     raise self.gate.refuse("halted", "halted: no strategy order passes the gate")
-                if intent == "entry" and not self._entries_allowed(slot):
+                # A cycle past its deadline goes on to the gate, which refuses it for that reason and
+                # the ledger records it (its slot is paused by now too, but the deadline is why).
+                past_deadline = job is not None and (job.abandoned or (
+                    job.started_wall is not None
+                    and (time.monotonic() - job.started_wall) * 1000 > self.options.cycle_deadline_ms))
+                if intent == "entry" and not past_deadline and not self._entries_allowed(slot):
                     raise self.gate.refuse("paused", "entries are paused")
             self.gate.check_risk(
                 slot=cfg.id, intent=intent, qty=qty, price=price, position_qty=slot.position_qty,
@@ -845,12 +1007,21 @@ class Kernel:
         except GateRefused as exc:
             summary.update(status="refused", error=str(exc), reason=exc.reason)
             return summary
+        if self._unresolved.get(cfg.id):
+            # An earlier order of this slot ended in doubt: its fate decides the position first.
+            resolved = self._resolve_unknown_orders(slot)
+            summary.update(status="refused", reason="unresolved" if not resolved else "resolved",
+                           error=("an earlier order's outcome is still unknown: no new order until the "
+                                  "broker answers" if not resolved else
+                                  "an earlier order's outcome was just resolved: the next cycle decides again"))
+            return summary
         if not self.ledger.record_intent(
             client_order_id=cid, slot=cfg.id, symbol=cfg.symbol, candle_ms=candle_ms, intent=intent,
             side=side, qty=qty, ref_price=price, command_id=command_id,
         ):
             summary.update(status="duplicate", error="this order was already recorded; not sent again")
             return summary
+        crash_point("intent_recorded")
         deadline_passed = False
         if job is not None and job.started_wall is not None:
             deadline_passed = (time.monotonic() - job.started_wall) * 1000 > self.options.cycle_deadline_ms
@@ -864,23 +1035,40 @@ class Kernel:
             self.ledger.mark_order(cid, "refused", error=str(exc))
             summary.update(status="refused", error=str(exc), reason=exc.reason)
             return summary
+        try:
+            return self._place_passed(slot, cfg, cid, side, qty, price, now_ms, passed_ns, summary)
+        finally:
+            self.gate.order_settled()  # recorded (or in doubt): a halt's flush need not wait for it
+
+    def _place_passed(self, slot: SlotRuntime, cfg: SlotConfig, cid: str, side: str, qty: float,
+                      price: float, now_ms: int, passed_ns: int, summary: dict[str, Any]) -> dict:
+        """An order the gate passed: marked sent, placed at the broker, its fills recorded."""
         self.ledger.mark_order(cid, "sent", passed_ns=passed_ns)
+        crash_point("order_marked_sent")
         req = OrderRequest(client_order_id=cid, symbol=cfg.symbol, side=side, qty=qty)  # type: ignore[arg-type]
         try:
             bo = self.broker.place_order(req, ref_price=price, now_ms=now_ms)
         except OrderRejected as exc:
             self.ledger.mark_order(cid, "rejected", error=str(exc))
             summary.update(status="rejected", error=str(exc))
+            log.warning("slot %s: order %s rejected: %s", cfg.id, cid, exc)
             return summary
         except AuthenticationFailed as exc:
             self.ledger.mark_order(cid, "rejected", error=str(exc))
-            slot.fault = f"broker authentication failed: {exc}"
+            slot.fault = f"broker authentication failed: {exc}: fix the keys, then resume the slot"
+            self._status_urgent = True
+            log.error("slot %s paused: %s", cfg.id, slot.fault)
             summary.update(status="rejected", error=str(exc))
             return summary
         except TemporaryError as exc:
-            # Left as "sent": the next start's reconciliation (or a retry) looks it up by id.
+            # Left as "sent": looked up by its client id before this slot's next order, and at
+            # the next start; until then the slot sends nothing (its position is in doubt).
+            with self._unresolved_lock:
+                self._unresolved.setdefault(cfg.id, set()).add(cid)
+            log.error("slot %s: order %s outcome unknown after retries: %s", cfg.id, cid, exc)
             summary.update(status="unknown", error=str(exc))
             return summary
+        crash_point("order_placed")
         self._record_broker_order(cid, bo)
         pos = self.ledger.position(cfg.id)
         slot.position_qty, slot.entry_price, slot.realized_pnl = pos.qty, pos.entry_price, pos.realized_pnl
@@ -893,9 +1081,33 @@ class Kernel:
             if self.ledger.record_fill(fill_id=f.fill_id, client_order_id=cid, qty=f.qty, price=f.price,
                                        fee=f.fee, ts_ms=f.ts_ms):
                 new += 1
+                crash_point("fill_recorded")
         status = {"partially_filled": "open"}.get(bo.status, bo.status)
         self.ledger.mark_order(cid, status, broker_order_id=bo.broker_order_id)
         return new
+
+    def _resolve_unknown_orders(self, slot: SlotRuntime) -> bool:
+        """Look up this slot's orders whose outcome was unknown (the broker stayed
+        unreachable through the retries) and record what the broker says. True once
+        none is left in doubt."""
+        with self._unresolved_lock:
+            cids = sorted(self._unresolved.get(slot.id, ()))
+        for cid in cids:
+            try:
+                bo = self.broker.fetch_order(cid)
+            except KernelError as exc:
+                log.warning("slot %s: order %s still unknown: %s", slot.id, cid, exc)
+                return False
+            if bo is None:
+                self.ledger.mark_order(cid, "abandoned", error="never reached the broker")
+            else:
+                self._record_broker_order(cid, bo)
+            with self._unresolved_lock:
+                self._unresolved.get(slot.id, set()).discard(cid)
+            log.warning("slot %s: order %s resolved: %s", slot.id, cid, bo.status if bo else "never sent")
+        pos = self.ledger.position(slot.id)
+        slot.position_qty, slot.entry_price, slot.realized_pnl = pos.qty, pos.entry_price, pos.realized_pnl
+        return True
 
     def _flatten(self, slot: SlotRuntime, command_id: str) -> dict:
         pos = self.ledger.position(slot.id)
@@ -933,9 +1145,11 @@ class Kernel:
             slot = self.slots.get(out.slot)
             if slot is None:
                 continue
-            job = slot.inflight
+            # By now the slot may run another job (a flatten starts as soon as a stuck cycle
+            # returns): judge this outcome by its own job.
+            job = out.job if out.job is not None else slot.inflight
             abandoned = bool(job is not None and job.abandoned and job.meta[1] == out.close_ms)
-            if job is not None and job.done.is_set():
+            if slot.inflight is job and job is not None and job.done.is_set():
                 slot.inflight = None
             if slot.pending_config is not None:
                 self._apply_pending_config(slot)
@@ -969,7 +1183,9 @@ class Kernel:
                 slot.state_schema = out.state_schema
             elif out.state_schema is not None and slot.state_schema is None:
                 slot.state_schema = out.state_schema
-            if out.order and out.order.get("status") in ("filled", "open"):
+            if out.order:
+                slot.last_order = out.order
+            if out.order and out.order.get("status") in ("filled", "open", "rejected", "unknown"):
                 self._status_urgent = True
             self._dirty_slots.add(slot.id)
             self._cycle_records.append(CycleRecord(
@@ -980,12 +1196,12 @@ class Kernel:
             ))
 
     def _persist(self) -> None:
-        if self._cycle_records:
-            records, self._cycle_records = self._cycle_records, []
-            self.ledger.record_cycles(records)
-        if self._dirty_slots:
-            ids, self._dirty_slots = self._dirty_slots, set()
-            self.ledger.save_slots([self.slots[i].persist_row() for i in ids if i in self.slots])
+        # One transaction: a slot's counters never disagree with its recorded cycles.
+        records, self._cycle_records = self._cycle_records, []
+        ids, self._dirty_slots = self._dirty_slots, set()
+        if records or ids:
+            self.ledger.record_cycles_and_slots(
+                records, [self.slots[i].persist_row() for i in ids if i in self.slots])
 
     # ================================================================== reloads
 
@@ -1143,20 +1359,26 @@ class Kernel:
                 "last_cycle_at": ms_to_iso(s.last_cycle_ms), "next_cycle_at": ms_to_iso(nxt),
                 "cycles": s.cycles, "missed_cycles": s.missed_cycles, "late_cycles": s.late_cycles,
                 "errors": s.errors, "last_price": s.last_price, "unrealized_pnl": unrealized,
+                "last_order": s.last_order,
                 "config": s.config.model_dump(mode="json"),
             })
         ledger = self.ledger.summary()
         try:
-            cash = self.broker.balances().get("USDT")
+            # A remote broker answers from a cache refreshed off this thread: no request per status.
+            balances = getattr(self.broker, "cached_balances", None) or self.broker.balances
+            cash = balances().get("USDT")
         except Exception:  # noqa: BLE001
             cash = None
         ledger["cash"] = cash
         ledger["equity"] = (cash + marked) if cash is not None else None
         ledger["unrealized_pnl"] = unrealized_total
-        ledger["reconciled"] = {k: v for k, v in (self.reconciled or {}).items() if k != "orders"} or None
+        ledger["reconciled"] = dict(self.reconciled) if self.reconciled else None
         lags = list(self._lags)
         waits = [w / 1000.0 for w in self._lock_waits_ns]
-        halt = {k: v for k, v in self.halt.items() if k in ("engaged", "since", "reason", "cancelled_orders")}
+        halt = {k: v for k, v in self.halt.items()
+                if k in ("engaged", "since", "reason", "cancelled_orders", "cancel_failed", "cancels_pending",
+                         "flushed_at")}
+        describe = getattr(self.broker, "describe", None)
         return {
             "protocol": 1,
             "state": self.state_name(),
@@ -1168,6 +1390,7 @@ class Kernel:
             "pid": self.pid,
             "started_at": self.started_at,
             "halt": halt,
+            "broker": describe() if describe is not None else {"name": getattr(self.broker, "name", None)},
             "strategies": strategies,
             "reload": self._recent_reloads[-1] if self._recent_reloads else {},
             "reloads": list(self._recent_reloads)[-20:],
@@ -1215,6 +1438,8 @@ class Kernel:
         self._persist()
         self._reload_queue.put(None)
         self.pool.shutdown(wait_s=1.0)
+        if self._halt_thread is not None:
+            self._halt_thread.join(timeout=self.options.cycle_deadline_ms / 1000.0)
         self.ledger.meta_set(clock_ms=self.clock.now_ms())
         self.ledger.flush()
         self._stopped = True
@@ -1226,6 +1451,24 @@ class Kernel:
         finally:
             self.ledger.close()
         log.info("kernel stopped")
+
+
+def _reconcile_summary(found: dict[str, Any]) -> str:
+    """One line for status.json and the audit trail: what startup reconciliation found."""
+    parts = [f"{found['checked']} unfinished order(s) checked with the broker"]
+    for key, label in (("filled", "filled"), ("open", "still open"), ("cancelled", "cancelled"),
+                       ("rejected", "rejected"), ("never_sent", "never sent (abandoned)"),
+                       ("unknown", "UNKNOWN (slot paused)")):
+        if found.get(key):
+            parts.append(f"{found[key]} {label}")
+    parts.append(f"{found['fills_recorded']} missing fill(s) recorded")
+    if found.get("unknown_open_orders"):
+        parts.append(f"{found['unknown_open_orders']} open order(s) at the broker unknown to the ledger")
+    if found.get("position_mismatches"):
+        parts.append("ledger positions not held at the broker: " + ", ".join(
+            f"{m['currency']} {m['ledger']:.8g} > {m['broker']:.8g}" for m in found["position_mismatches"]))
+    parts.extend(found.get("errors") or [])
+    return "; ".join(parts)
 
 
 def _short_validation(exc: ValidationError) -> str:

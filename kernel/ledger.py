@@ -381,17 +381,38 @@ class Ledger:
         if not records:
             return 0
         with self._tx() as db:
-            before = db.total_changes
-            db.executemany(
-                "INSERT OR IGNORE INTO cycles(slot, candle_ms, strategy, version, sha256, started_ms,"
-                " lag_ms, lock_wait_us, duration_us, result, reason) VALUES(?,?,?,?,?,?,?,?,?,?,?)",
-                [
-                    (r.slot, r.candle_ms, r.strategy, r.version, r.sha256, r.started_ms, r.lag_ms,
-                     r.lock_wait_us, r.duration_us, r.result, r.reason)
-                    for r in records
-                ],
-            )
-            return db.total_changes - before
+            return self._insert_cycles(db, records)
+
+    def record_cycles_and_slots(self, records: list[CycleRecord], slots: list[dict]) -> int:
+        """Cycles and the slot rows that count them, in one transaction: a kill -9 between
+        the two must not leave a slot's counters (cycles, last_cycle_ms) behind its cycles."""
+        if not records and not slots:
+            return 0
+        with self._tx() as db:
+            new = self._insert_cycles(db, records) if records else 0
+            if slots:
+                self._upsert_slots(db, slots)
+            return new
+
+    @staticmethod
+    def _insert_cycles(db: sqlite3.Connection, records: list[CycleRecord]) -> int:
+        before = db.total_changes
+        db.executemany(
+            "INSERT OR IGNORE INTO cycles(slot, candle_ms, strategy, version, sha256, started_ms,"
+            " lag_ms, lock_wait_us, duration_us, result, reason) VALUES(?,?,?,?,?,?,?,?,?,?,?)",
+            [
+                (r.slot, r.candle_ms, r.strategy, r.version, r.sha256, r.started_ms, r.lag_ms,
+                 r.lock_wait_us, r.duration_us, r.result, r.reason)
+                for r in records
+            ],
+        )
+        return db.total_changes - before
+
+    def last_candles(self) -> dict[str, int]:
+        """The latest candle each slot has a recorded cycle for."""
+        with self._lock:
+            rows = self._db.execute("SELECT slot, MAX(candle_ms) FROM cycles GROUP BY slot").fetchall()
+        return {r[0]: r[1] for r in rows}
 
     def cycles(self, slot: str | None = None) -> list[dict]:
         with self._lock:
@@ -420,24 +441,33 @@ class Ledger:
         at: str,
         detail: dict | None = None,
         meta: dict[str, Any] | None = None,
+        slots: list[dict] | None = None,
+        cycles: list[CycleRecord] | None = None,
     ) -> bool:
-        """Remember a command's result (and, in the same transaction, the kernel state it
-        changed). False if that id was already recorded."""
+        """Remember a command's result and, in the same transaction, the kernel state it
+        changed (``meta``, the slot rows in ``slots``, and the ``cycles`` those rows count),
+        so that a command remembered as applied never lost its effect. False if that id was
+        already recorded: then its result and ``meta`` are not written (``slots`` and
+        ``cycles``, the kernel's current state, are)."""
         with self._tx() as db:
             cur = db.execute(
                 "INSERT OR IGNORE INTO commands(id, action, slot, result, error, detail, at)"
                 " VALUES(?,?,?,?,?,?,?)",
                 (id, action, slot, result, error, json.dumps(detail) if detail else None, at),
             )
-            if cur.rowcount != 1:
-                return False
-            for key, value in (meta or {}).items():
-                db.execute(
-                    "INSERT INTO meta(key, value) VALUES(?, ?) "
-                    "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
-                    (key, json.dumps(value)),
-                )
-            return True
+            new = cur.rowcount == 1
+            if new:
+                for key, value in (meta or {}).items():
+                    db.execute(
+                        "INSERT INTO meta(key, value) VALUES(?, ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                        (key, json.dumps(value)),
+                    )
+            if cycles:
+                self._insert_cycles(db, cycles)
+            if slots:
+                self._upsert_slots(db, slots)
+            return new
 
     def recent_commands(self, limit: int = 200) -> list[dict]:
         with self._lock:
@@ -474,21 +504,25 @@ class Ledger:
         if not slots:
             return
         with self._tx() as db:
-            db.executemany(
-                "INSERT INTO slots(id, config, paused, fault, strategy_state, state_schema, cycles,"
-                " missed_cycles, late_cycles, errors, last_cycle_ms) VALUES(?,?,?,?,?,?,?,?,?,?,?)"
-                " ON CONFLICT(id) DO UPDATE SET config=excluded.config, paused=excluded.paused,"
-                " fault=excluded.fault, strategy_state=excluded.strategy_state,"
-                " state_schema=excluded.state_schema, cycles=excluded.cycles,"
-                " missed_cycles=excluded.missed_cycles, late_cycles=excluded.late_cycles,"
-                " errors=excluded.errors, last_cycle_ms=excluded.last_cycle_ms",
-                [
-                    (s["id"], json.dumps(s["config"]), int(bool(s["paused"])), s["fault"],
-                     json.dumps(s["strategy_state"]), s["state_schema"], s["cycles"],
-                     s["missed_cycles"], s["late_cycles"], s["errors"], s["last_cycle_ms"])
-                    for s in slots
-                ],
-            )
+            self._upsert_slots(db, slots)
+
+    @staticmethod
+    def _upsert_slots(db: sqlite3.Connection, slots: list[dict]) -> None:
+        db.executemany(
+            "INSERT INTO slots(id, config, paused, fault, strategy_state, state_schema, cycles,"
+            " missed_cycles, late_cycles, errors, last_cycle_ms) VALUES(?,?,?,?,?,?,?,?,?,?,?)"
+            " ON CONFLICT(id) DO UPDATE SET config=excluded.config, paused=excluded.paused,"
+            " fault=excluded.fault, strategy_state=excluded.strategy_state,"
+            " state_schema=excluded.state_schema, cycles=excluded.cycles,"
+            " missed_cycles=excluded.missed_cycles, late_cycles=excluded.late_cycles,"
+            " errors=excluded.errors, last_cycle_ms=excluded.last_cycle_ms",
+            [
+                (s["id"], json.dumps(s["config"]), int(bool(s["paused"])), s["fault"],
+                 json.dumps(s["strategy_state"]), s["state_schema"], s["cycles"],
+                 s["missed_cycles"], s["late_cycles"], s["errors"], s["last_cycle_ms"])
+                for s in slots
+            ],
+        )
 
     def load_slots(self) -> list[dict]:
         with self._lock:

@@ -157,6 +157,8 @@ class HaltStatus(BaseModel):
     since: str | None = None
     reason: str | None = None
     cancelled_orders: list[str] = Field(default_factory=list)
+    cancel_failed: list[dict[str, Any]] = Field(default_factory=list)  # {"client_order_id", "error"}
+    cancels_pending: bool = False  # the cancels run off the tick thread; false once they are done
 
 
 class StrategyStatus(BaseModel):
@@ -225,6 +227,7 @@ class SlotStatus(BaseModel):
     errors: int = 0
     last_price: float | None = None
     unrealized_pnl: float | None = None
+    last_order: dict[str, Any] | None = None  # the last order's summary (status, error: rejected...)
     config: SlotConfig | None = None
 
 
@@ -251,6 +254,7 @@ class Status(BaseModel):
     pid: int
     started_at: str | None = None
     halt: HaltStatus = Field(default_factory=HaltStatus)
+    broker: dict[str, Any] | None = None  # {"name", "exchange", "sandbox", "dead_man_switch"...}: never keys
     strategies: dict[str, StrategyStatus] = Field(default_factory=dict)
     reload: ReloadStatus = Field(default_factory=ReloadStatus)
     reloads: list[ReloadStatus] = Field(default_factory=list)  # recent, newest last

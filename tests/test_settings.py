@@ -179,12 +179,15 @@ def test_celery_uses_redis_when_configured(repo_root):
         REDIS_URL="redis://127.0.0.1:6379/3",
         FORESIGHT_CELERY_VISIBILITY_TIMEOUT="600",
     )
+    options = values.pop("CELERY_BROKER_TRANSPORT_OPTIONS")
     assert values == {
         "CELERY_TASK_ALWAYS_EAGER": False,
         "CELERY_BROKER_URL": "redis://127.0.0.1:6379/3",
         "CELERY_RESULT_BACKEND": "redis://127.0.0.1:6379/3",
-        "CELERY_BROKER_TRANSPORT_OPTIONS": {"visibility_timeout": 600},
     }
+    assert options["visibility_timeout"] == 600
+    # A broker that is down must fail a publish fast (the command stays pending), not hang a request.
+    assert options["socket_connect_timeout"] > 0
 
 
 def test_celery_app_reads_the_django_settings(repo_root):

@@ -9,30 +9,28 @@ from __future__ import annotations
 import csv
 import json
 import time
-from datetime import timedelta
+from datetime import timedelta, timezone as dt_timezone
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.utils import unquote
-from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect, StreamingHttpResponse
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponseRedirect, StreamingHttpResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_POST
-from pydantic import ValidationError as PydanticValidationError
-
-from kernel.protocol import SlotConfig
 
 from . import selectors, services
 from .models import ApiToken, AuditEvent, ControlCommand, Kernel, Slot
 
-# How long a button waits for the kernel's answer before saying "sent, not confirmed yet".
+# How long a button waits for the kernel's answer before saying "sent, not confirmed yet"
+# (settings.FORESIGHT_ADMIN_COMMAND_WAIT_S overrides it).
 COMMAND_WAIT_S = 3.0
 # A heartbeat older than this means the kernel is down or stuck.
 HEARTBEAT_STALE_AFTER = timedelta(seconds=10)
@@ -40,7 +38,7 @@ DASHBOARD_WINDOWS = {
     "1h": timedelta(hours=1),
     "24h": timedelta(hours=24),
     "7d": timedelta(days=7),
-    "all": None,
+    "all": timedelta(days=36525),  # a century: the selector wants a timedelta
 }
 DASHBOARD_DEFAULT_WINDOW = "24h"
 DASHBOARD_REFRESH_S = 5
@@ -66,7 +64,15 @@ MIRROR_FIELDS = (
 )
 
 
+admin.site.site_header = "Foresight console"
+admin.site.site_title = "Foresight"
+admin.site.index_title = "Kernels, slots and the audit log"
+
 # --------------------------------------------------------------------- shared helpers
+
+
+def command_wait_s() -> float:
+    return float(getattr(settings, "FORESIGHT_ADMIN_COMMAND_WAIT_S", COMMAND_WAIT_S))
 
 
 def can(request: HttpRequest, action: str) -> bool:
@@ -146,7 +152,7 @@ class CommandButtonsMixin:
         except services.ServiceError as exc:
             self.message_user(request, f"{what}: {exc}", messages.ERROR)
             return None
-        command = services.command_wait(command=command, timeout_s=COMMAND_WAIT_S)
+        command = services.command_wait(command=command, timeout_s=command_wait_s())
         self.report_command(request, command, what)
         return command
 
@@ -159,20 +165,76 @@ class CommandButtonsMixin:
                 issued.append((slot, services.command_issue(
                     kernel=slot.kernel, action=action, actor=actor, slot_id=slot.slot_id)))
             except services.ServiceError as exc:
-                self.message_user(request, f"{slot}: {label}: {exc}", messages.ERROR)
-        deadline = time.monotonic() + COMMAND_WAIT_S
-        by_level: dict[int, list[str]] = {}
+                self.message_user(request, f"{label} on {slot}: {exc}", messages.ERROR)
+        deadline = time.monotonic() + command_wait_s()
+        applied: list[str] = []
         for slot, command in issued:
             command = services.command_wait(command=command, timeout_s=max(deadline - time.monotonic(), 0.0))
             level, text = command_fate(command)
             if level == messages.SUCCESS:
-                by_level.setdefault(level, []).append(str(slot))
+                applied.append(str(slot))
             else:
-                self.message_user(request, f"{slot}: {label}: {text}", level)
-        if by_level.get(messages.SUCCESS):
-            done = by_level[messages.SUCCESS]
-            self.message_user(request, f"{label}: applied on {len(done)} slot(s): {', '.join(done)}",
+                self.message_user(request, f"{label} on {slot}: {text}", level)
+        if applied:
+            self.message_user(request, f"{label}: applied on {len(applied)} slot(s): {', '.join(applied)}",
                               messages.SUCCESS)
+
+
+class Refused(Exception):
+    """A service refused what a change form asked for. Raised out of save_model so that the
+    admin's transaction rolls back; the form is then shown again with the reasons on it."""
+
+    def __init__(self, error: "services.ServiceError") -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class RefusedFormMixin:
+    refused: "services.ServiceError | None" = None
+
+    def clean(self):
+        cleaned = super().clean()
+        placed = False
+        for key, msg in self.refused.errors.items():
+            field = key.split(".", 1)[0]  # "params.fast" belongs to params
+            if field in self.fields:
+                self.add_error(field, msg if key == field else f"{key}: {msg}")
+                placed = True
+        if not placed:
+            self.add_error(None, str(self.refused))
+        return cleaned
+
+
+class ServiceSaveMixin:
+    """Change forms whose save_model calls a service: a refusal (:class:`Refused`) becomes
+    form errors, and the command a save issued is waited for once the transaction commits."""
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change, **kwargs)
+        refused = getattr(request, "admin_refused", None)
+        if refused is not None:
+            form = type(form.__name__, (RefusedFormMixin, form), {"refused": refused})
+        return form
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            response = super().changeform_view(request, object_id, form_url, extra_context)
+        except Refused as refused:
+            request.admin_refused = refused.error
+            response = super().changeform_view(request, object_id, form_url, extra_context)
+        command = getattr(request, "admin_command", None)
+        if command is not None:
+            # Committed and delivered only now: wait for the kernel's answer.
+            command = services.command_wait(command=command, timeout_s=command_wait_s())
+            self.report_command(request, command, getattr(request, "admin_command_label", str(command)))
+        return response
+
+
+def exact_time(value) -> str:
+    """Audit times to the millisecond, in UTC: the admin's default format stops at the minute."""
+    if value is None:
+        return "—"
+    return value.astimezone(dt_timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
 
 
 def state_badge(state: str) -> str:
@@ -192,7 +254,7 @@ def state_badge(state: str) -> str:
 
 
 @admin.register(Kernel)
-class KernelAdmin(CommandButtonsMixin, admin.ModelAdmin):
+class KernelAdmin(ServiceSaveMixin, CommandButtonsMixin, admin.ModelAdmin):
     list_display = ("name", "state_display", "heartbeat_display", "halt_display", "control_error_short",
                     "dashboard_link")
     search_fields = ("name", "host")
@@ -214,6 +276,19 @@ class KernelAdmin(CommandButtonsMixin, admin.ModelAdmin):
         if obj is not None:
             return ("name", "state_dir") + tuple(self.readonly_fields)
         return self.readonly_fields
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # its commands, fills and audit trail refer to it
+
+    def save_model(self, request, obj, form, change):
+        """Registering (or re-pointing) a kernel goes through kernel_register."""
+        try:
+            kernel = services.kernel_register(name=obj.name, state_dir=obj.state_dir, host=obj.host,
+                                              queue=obj.queue)
+        except services.ServiceError as exc:
+            raise Refused(exc) from exc
+        obj.pk = kernel.pk
+        obj.refresh_from_db()
 
     @admin.display(description="state", ordering="state")
     def state_display(self, obj: Kernel):
@@ -285,6 +360,9 @@ class KernelAdmin(CommandButtonsMixin, admin.ModelAdmin):
         kernel = self.get_object(request, unquote(object_id))
         extra_context = dict(extra_context or {})
         if kernel is not None:
+            if request.method == "GET":
+                services.status_sync(kernel=kernel)  # what the page shows is the kernel's latest word
+                kernel.refresh_from_db()
             extra_context.update(self.controls_context(request, kernel, request.get_full_path()))
             extra_context["dashboard_url"] = reverse("admin:trading_kernel_dashboard", args=[kernel.pk])
             extra_context["heartbeat_stale"] = heartbeat_stale(kernel)
@@ -316,14 +394,14 @@ class KernelAdmin(CommandButtonsMixin, admin.ModelAdmin):
             "sync_error": sync_error,
             "heartbeat_age": format_age(heartbeat_age(kernel)),
             "heartbeat_stale": heartbeat_stale(kernel),
-            "stale_after_s": int(HEARTBEAT_STALE_AFTER.total_seconds()),
             "windows": list(DASHBOARD_WINDOWS),
             "window": window_key,
             "dashboard_url": dashboard_url,
             "refresh_s": DASHBOARD_REFRESH_S,
             "now": timezone.now(),
+            "fragment": bool(request.GET.get("fragment")),
         }
-        template = ("admin/trading/kernel/dashboard_live.html" if request.GET.get("fragment")
+        template = ("admin/trading/kernel/dashboard_live.html" if context["fragment"]
                     else "admin/trading/kernel/dashboard.html")
         response = TemplateResponse(request, template, context)
         response["Cache-Control"] = "no-store"
@@ -339,15 +417,13 @@ class KernelAdmin(CommandButtonsMixin, admin.ModelAdmin):
         kernel = self.get_kernel(request, object_id)
         require(request, action)
         back = safe_next(request, reverse("admin:trading_kernel_change", args=[kernel.pk]))
-        args: dict[str, Any] = {}
-        strategy = request.POST.get("strategy", "").strip()
-        if action in ("reload", "rollback") and strategy:
-            args["strategy"] = strategy
+        strategy = request.POST.get("strategy", "").strip() if action in ("reload", "rollback") else ""
+        args = {"strategy": strategy} if strategy else None
         if action == "rollback" and not strategy:
-            self.message_user(request, f"{kernel}: rollback: choose the strategy to roll back", messages.ERROR)
+            self.message_user(request, f"Rollback on {kernel}: choose the strategy to roll back", messages.ERROR)
             return HttpResponseRedirect(back)
         label = KERNEL_BUTTONS[action][0] + (f" {strategy}" if strategy else "")
-        self.run_command(request, kernel=kernel, action=action, what=f"{kernel}: {label}", args=args or None)
+        self.run_command(request, kernel=kernel, action=action, what=f"{label} on {kernel}", args=args)
         return HttpResponseRedirect(back)
 
     def halt_view(self, request: HttpRequest, object_id: str):
@@ -373,13 +449,18 @@ class KernelAdmin(CommandButtonsMixin, admin.ModelAdmin):
         try:
             command = services.halt_engage(kernel=kernel, actor=actor, reason=reason)
         except services.ServiceError as exc:
-            self.message_user(request, f"{kernel}: HALT: {exc}", messages.ERROR)
+            self.message_user(request, f"HALT on {kernel}: {exc}", messages.ERROR)
             return HttpResponseRedirect(back)
         if command is None:
-            self.message_user(request, f"{kernel}: HALT: already engaged", messages.WARNING)
+            self.message_user(
+                request,
+                f"HALT on {kernel}: written to control.json, but the console's database is unavailable "
+                "(the audit event is spooled); check that the kernel reports halted",
+                messages.WARNING,
+            )
         else:
-            command = services.command_wait(command=command, timeout_s=COMMAND_WAIT_S)
-            self.report_command(request, command, f"{kernel}: HALT")
+            command = services.command_wait(command=command, timeout_s=command_wait_s())
+            self.report_command(request, command, f"HALT on {kernel}")
         return HttpResponseRedirect(back)
 
     def release_view(self, request: HttpRequest, object_id: str):
@@ -392,12 +473,12 @@ class KernelAdmin(CommandButtonsMixin, admin.ModelAdmin):
         try:
             command = services.halt_release(kernel=kernel, actor=actor)
         except services.ServiceError as exc:
-            self.message_user(request, f"{kernel}: Release halt: {exc}", messages.ERROR)
+            self.message_user(request, f"Release halt on {kernel}: {exc}", messages.ERROR)
             return HttpResponseRedirect(back)
-        command = services.command_wait(command=command, timeout_s=COMMAND_WAIT_S)
-        self.report_command(request, command, f"{kernel}: Release halt")
+        command = services.command_wait(command=command, timeout_s=command_wait_s())
+        self.report_command(request, command, f"Release halt on {kernel}")
         if command.status == ControlCommand.Status.APPLIED:
-            self.message_user(request, f"{kernel} stays paused until someone resumes it.", messages.INFO)
+            self.message_user(request, f"Kernel {kernel} stays paused until someone resumes it.", messages.INFO)
         return HttpResponseRedirect(back)
 
 
@@ -405,34 +486,13 @@ class KernelAdmin(CommandButtonsMixin, admin.ModelAdmin):
 
 
 class SlotForm(forms.ModelForm):
-    """Checks the new configuration against the control-plane protocol before it is sent."""
-
     class Meta:
         model = Slot
         fields = Slot.CONFIG_FIELDS
 
-    def clean(self):
-        cleaned = super().clean()
-        if self.errors or self.instance.pk is None:
-            return cleaned
-        proposed = {**self.instance_config, **{f: cleaned.get(f) for f in Slot.CONFIG_FIELDS if f in cleaned}}
-        try:
-            SlotConfig.model_validate(proposed)
-        except PydanticValidationError as exc:
-            for err in exc.errors():
-                field = err["loc"][0] if err["loc"] else None
-                msg = err["msg"].removeprefix("Value error, ")
-                self.add_error(field if field in self.fields else None, msg)
-        return cleaned
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        # The configuration as the database holds it, before this form touches the instance.
-        self.instance_config = self.instance.config() if self.instance.pk else {}
-
 
 @admin.register(Slot)
-class SlotAdmin(CommandButtonsMixin, admin.ModelAdmin):
+class SlotAdmin(ServiceSaveMixin, CommandButtonsMixin, admin.ModelAdmin):
     form = SlotForm
     list_display = ("__str__", "symbol", "timeframe", "strategy", "state_display", "fault_short",
                     "position_qty", "version_display", "last_cycle_at", "cycles", "missed_cycles",
@@ -513,6 +573,9 @@ class SlotAdmin(CommandButtonsMixin, admin.ModelAdmin):
     def change_view(self, request, object_id, form_url="", extra_context=None):
         slot = self.get_object(request, unquote(object_id))
         extra_context = dict(extra_context or {})
+        if slot is not None and request.method == "GET":
+            services.status_sync(kernel=slot.kernel)  # the mirror fields and the drift, fresh
+            slot.refresh_from_db()
         if slot is not None:
             extra_context["slot_buttons"] = [
                 {"action": a, "label": label, "help": help_text,
@@ -535,6 +598,8 @@ class SlotAdmin(CommandButtonsMixin, admin.ModelAdmin):
         back = safe_next(request, change_url)
         label = SLOT_BUTTONS[action][0]
         if action == "slot.flatten" and not (request.method == "POST" and request.POST.get("confirm")):
+            services.status_sync(kernel=slot.kernel)  # the position named below is the latest reported
+            slot.refresh_from_db()
             return TemplateResponse(request, "admin/trading/confirm_action.html", {
                 **self.admin_site.each_context(request),
                 "opts": self.opts,
@@ -550,7 +615,7 @@ class SlotAdmin(CommandButtonsMixin, admin.ModelAdmin):
         if request.method != "POST":
             return HttpResponseRedirect(change_url)
         self.run_command(request, kernel=slot.kernel, action=action, slot_id=slot.slot_id,
-                         what=f"{slot}: {label}")
+                         what=f"{label} on {slot}")
         return HttpResponseRedirect(back)
 
     # ---- changelist actions
@@ -587,31 +652,19 @@ class SlotAdmin(CommandButtonsMixin, admin.ModelAdmin):
     # ---- editing goes through slot_configure
 
     def save_model(self, request, obj, form, change):
+        """Never saves the model itself: slot_configure validates, saves, audits and sends."""
         slot = Slot.objects.select_related("kernel").get(pk=obj.pk)
         changes = {f: form.cleaned_data[f] for f in form.changed_data if f in Slot.CONFIG_FIELDS}
-        request._slot_configure_failed = False
         if not changes:
             return
-        actor = services.Actor.from_request(request, "admin")
         try:
-            command = services.slot_configure(slot=slot, changes=changes, actor=actor)
-        except (services.ServiceError, ValidationError) as exc:
-            request._slot_configure_failed = True
-            text = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
-            self.message_user(request, f"{slot}: configuration not changed: {text}", messages.ERROR)
-            return
-        command = services.command_wait(command=command, timeout_s=COMMAND_WAIT_S)
-        self.report_command(request, command, f"{slot}: configure ({', '.join(changes)})")
-
-    def log_change(self, request, obj, message):
-        if getattr(request, "_slot_configure_failed", False):
-            return None
-        return super().log_change(request, obj, message)
-
-    def response_change(self, request, obj):
-        if getattr(request, "_slot_configure_failed", False):
-            return HttpResponseRedirect(request.path)
-        return super().response_change(request, obj)
+            request.admin_command = services.slot_configure(
+                slot=slot, changes=changes, actor=services.Actor.from_request(request, "admin"))
+        except services.NotAllowed:
+            raise PermissionDenied
+        except services.ServiceError as exc:
+            raise Refused(exc) from exc
+        request.admin_command_label = f"New configuration ({', '.join(sorted(changes))}) on {slot}"
 
 
 # --------------------------------------------------------------------- commands
@@ -630,12 +683,20 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(ControlCommand)
 class ControlCommandAdmin(ReadOnlyAdmin):
-    list_display = ("command_id", "issued_at", "kernel", "action", "slot_id", "status_display", "actor",
-                    "source", "error_short", "resolved_at")
+    list_display = ("command_id", "issued_display", "kernel", "action", "slot_id", "status_display", "actor",
+                    "source", "error_short", "resolved_display")
     list_filter = ("status", "action", "kernel", "source")
     search_fields = ("command_id", "actor", "slot_id")
     date_hierarchy = "issued_at"
     list_select_related = ("kernel",)
+
+    @admin.display(description="issued", ordering="issued_at")
+    def issued_display(self, obj: ControlCommand):
+        return exact_time(obj.issued_at)
+
+    @admin.display(description="resolved", ordering="resolved_at")
+    def resolved_display(self, obj: ControlCommand):
+        return exact_time(obj.resolved_at)
 
     @admin.display(description="status", ordering="status")
     def status_display(self, obj: ControlCommand):
@@ -682,8 +743,8 @@ def audit_csv_response(queryset, filename: str) -> StreamingHttpResponse:
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
-    list_display = ("at", "actor", "source", "action", "kernel_name", "slot_id", "command_id", "outcome_display",
-                    "payload_short")
+    list_display = ("at_display", "actor", "source", "action", "kernel_name", "slot_id", "command_id",
+                    "outcome_display", "payload_short")
     list_filter = ("action", "outcome", "source", "kernel_name", "slot_id", "actor")
     search_fields = ("actor", "action", "kernel_name", "slot_id", "command_id", "outcome")
     date_hierarchy = "at"
@@ -692,6 +753,10 @@ class AuditEventAdmin(ReadOnlyAdmin):
                        "command_id", "outcome", "payload_pretty", "dedupe_key")
     fields = readonly_fields
 
+    @admin.display(description="at", ordering="at")
+    def at_display(self, obj: AuditEvent):
+        return exact_time(obj.at)
+
     @admin.display(description="outcome", ordering="outcome")
     def outcome_display(self, obj: AuditEvent):
         return state_badge(obj.outcome) if obj.outcome else "—"
@@ -699,7 +764,7 @@ class AuditEventAdmin(ReadOnlyAdmin):
     @admin.display(description="payload")
     def payload_short(self, obj: AuditEvent):
         text = json.dumps(obj.payload, sort_keys=True) if obj.payload else ""
-        return text if len(text) <= 120 else text[:119] + "…"
+        return text if len(text) <= 80 else text[:79] + "…"
 
     @admin.display(description="payload")
     def payload_pretty(self, obj: AuditEvent):
@@ -747,27 +812,34 @@ class ApiTokenAdmin(admin.ModelAdmin):
     readonly_fields = fields
     actions = ("revoke_tokens",)
 
+    # Like the API: every console user manages their own tokens (a viewer needs one to read
+    # through the API too); view_apitoken shows everyone's, a superuser may revoke anyone's.
+
     def get_queryset(self, request):
         qs = super().get_queryset(request)
         if request.user.is_superuser or request.user.has_perm("trading.view_apitoken"):
             return qs
         return qs.filter(user=request.user)
 
-    def has_view_permission(self, request, obj=None):
-        own = obj is None or obj.user_id == request.user.pk
-        return super().has_view_permission(request, obj) or (own and self.has_add_permission(request))
-
     def has_module_permission(self, request):
-        return super().has_module_permission(request) or self.has_add_permission(request)
+        return request.user.is_active and request.user.is_staff
+
+    def has_view_permission(self, request, obj=None):
+        if obj is None or obj.user_id == request.user.pk:
+            return self.has_module_permission(request)
+        return super().has_view_permission(request, obj)
+
+    def has_add_permission(self, request):
+        return self.has_module_permission(request)
 
     def has_change_permission(self, request, obj=None):
         return False
 
     def has_delete_permission(self, request, obj=None):
-        return False
+        return False  # revoked, never deleted: the audit log names them
 
     def has_revoke_permission(self, request):
-        return self.has_add_permission(request) or request.user.has_perm("trading.change_apitoken")
+        return self.has_module_permission(request)  # token_revoke checks whose token it is
 
     @admin.display(description="prefix")
     def prefix_display(self, obj: ApiToken):
@@ -778,7 +850,8 @@ class ApiTokenAdmin(admin.ModelAdmin):
             raise PermissionDenied
         form = ApiTokenCreateForm(request.POST or None)
         if request.method == "POST" and form.is_valid():
-            token, raw = services.token_create(user=request.user, name=form.cleaned_data["name"])
+            token, raw = services.token_create(user=request.user, name=form.cleaned_data["name"],
+                                               actor=services.Actor.from_request(request, "admin"))
             self.message_user(
                 request,
                 format_html("API token “{}” created. Copy it now, it is not shown again: <code>{}</code>",
@@ -803,5 +876,5 @@ class ApiTokenAdmin(admin.ModelAdmin):
                 services.token_revoke(token=token, actor=actor)
                 revoked += 1
             except services.ServiceError as exc:
-                self.message_user(request, f"{token.name}: {exc}", messages.ERROR)
+                self.message_user(request, f"Token {token.name}: {exc}", messages.ERROR)
         self.message_user(request, f"Revoked {revoked} token(s).", messages.SUCCESS if revoked else messages.INFO)

@@ -5,3 +5,10 @@ class TradingConfig(AppConfig):
     name = "trading"
     verbose_name = "Trading"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from django.contrib.auth.signals import user_login_failed
+
+        from . import signals
+
+        user_login_failed.connect(signals.audit_login_failed, dispatch_uid="trading.audit_login_failed")

@@ -75,7 +75,7 @@ def equity_svg(series: Iterable[Any] | None, *, width: int = WIDTH, height: int 
         w=width, h=height, pl=PAD_LEFT, pt=PAD_TOP, pw=plot_w, ph=plot_h,
         lx=PAD_LEFT - 4, ty=PAD_TOP + 10, by=PAD_TOP + plot_h, ay=height - 6, rx=width - PAD_RIGHT,
         hi=f"{hi:,.2f}", lo=f"{lo:,.2f}",
-        start=f"{points[0][0]:%Y-%m-%d %H:%M}", end=f"{points[-1][0]:%Y-%m-%d %H:%M}",
+        start=f"{points[0][0]:%Y-%m-%d %H:%M:%S}", end=f"{points[-1][0]:%Y-%m-%d %H:%M:%S}",
         colour=colour, points=polyline,
     )
 

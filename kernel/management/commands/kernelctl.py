@@ -2,6 +2,13 @@
 
 Writes commands and the halt flag into control.json (atomically, under the writers'
 lock) and prints what status.json says. ``status`` and ``ledger`` only read.
+
+Actions are recorded in the console's audit log as the OS user (``user@host``), through
+the same services as the admin and the API (trading.services). The database is never in
+the way of a halt: ``halt`` writes control.json before it touches the database, and if
+the database is unavailable, the audit event is spooled to a local file and written once
+it is back (``manage.py syncstatus`` flushes the spool). Other actions still write their
+command when the database is down, and spool their audit event too.
 """
 from __future__ import annotations
 
@@ -9,8 +16,10 @@ import json
 import sys
 from pathlib import Path
 
+from django.apps import apps
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
 
 from kernel import commands as ctl
 from kernel.control import ControlError
@@ -19,6 +28,7 @@ from kernel.ledger import Ledger
 from kernel.protocol import ACTIONS
 
 READ_ACTIONS = ("status", "ledger")
+NO_CONSOLE = "the console app is not installed here: not recorded in the audit log"
 EXIT_REJECTED = 3
 EXIT_TIMEOUT = 4
 
@@ -44,20 +54,8 @@ class Command(BaseCommand):
             return self._status(state_dir, o["json"])
         if action == "ledger":
             return self._ledger(state_dir, o["json"])
-        by = ctl.default_actor()
         if action == "halt":
-            try:
-                ctl.halt(state_dir, o["reason"] or "halted from kernelctl", by)
-            except ControlError as exc:
-                raise CommandError(str(exc)) from exc
-            self.stdout.write("halt written to control.json")
-            if o["wait"]:
-                st = ctl.wait_state(state_dir, {"halted"}, o["timeout"])
-                if st is None:
-                    self.stderr.write("the kernel has not reported halted yet")
-                    sys.exit(EXIT_TIMEOUT)
-                self.stdout.write(f"kernel halted since {st.halt.since}")
-            return
+            return self._halt(state_dir, o["reason"] or "halted from kernelctl", o["wait"], o["timeout"])
         cmd_args = {}
         if o["cmd_args"]:
             try:
@@ -68,23 +66,129 @@ class Command(BaseCommand):
                 raise CommandError("--args must be a JSON object")
         if o["strategy"]:
             cmd_args["strategy"] = o["strategy"]
+        return self._command(state_dir, action, o["slot"], cmd_args, o)
+
+    # ------------------------------------------------------------------ halt
+
+    def _halt(self, state_dir: Path, reason: str, wait: bool, timeout: float) -> None:
+        if not state_dir.is_dir():
+            raise CommandError(f"state dir {state_dir} does not exist or is not a directory")
+        if not apps.is_installed("trading"):
+            try:
+                ctl.halt(state_dir, reason, ctl.default_actor())
+            except ControlError as exc:
+                raise CommandError(str(exc)) from exc
+            self.stdout.write("halt written to control.json")
+            self.stderr.write(NO_CONSOLE)
+            return self._wait_halted(state_dir, wait, timeout)
+
+        from trading import services
+        from trading.models import Kernel
+
+        actor = services.Actor.cli()
+        # An unsaved row: halt_engage writes control.json before it looks anything up.
+        kernel = Kernel(name=services.kernel_name_for_dir(state_dir), state_dir=str(state_dir.resolve()))
         try:
-            cmd = ctl.build_command(action, o["slot"], cmd_args, issued_by=by)
-            ctl.send(state_dir, cmd)
-        except (BadCommand, ControlError) as exc:
-            raise CommandError(str(exc)) from exc
-        self.stdout.write(f"command {cmd.id} ({action}{' ' + o['slot'] if o['slot'] else ''}) written")
-        if o["wait"]:
-            res = ctl.wait_result(state_dir, cmd.id, o["timeout"])
-            if res is None:
-                self.stderr.write(f"no result for {cmd.id} within {o['timeout']:.0f} s (is the kernel running?)")
-                sys.exit(EXIT_TIMEOUT)
-            if o["json"]:
-                self.stdout.write(json.dumps(res, indent=2))
+            command = services.halt_engage(kernel=kernel, actor=actor, reason=reason)
+        except services.ServiceError as exc:
+            raise CommandError(exc.message) from exc
+        self.stdout.write("halt written to control.json")
+        if command is None:
+            self.stderr.write(
+                f"database unavailable: the halt is written, its audit event is spooled to "
+                f"{services.audit_spool_path()} (syncstatus writes it to the database once it is back)"
+            )
+        self._wait_halted(state_dir, wait, timeout)
+        if wait and command is not None:
+            try:
+                services.status_sync(kernel=command.kernel)
+            except DatabaseError:
+                pass  # the halt is what matters; syncstatus records the rest
+
+    def _wait_halted(self, state_dir: Path, wait: bool, timeout: float) -> None:
+        if not wait:
+            return
+        st = ctl.wait_state(state_dir, {"halted"}, timeout)
+        if st is None:
+            self.stderr.write("the kernel has not reported halted yet")
+            sys.exit(EXIT_TIMEOUT)
+        self.stdout.write(f"kernel halted since {st.halt.since}")
+
+    # ------------------------------------------------------------------ commands
+
+    def _command(self, state_dir: Path, action: str, slot: str | None, cmd_args: dict, o: dict) -> None:
+        if not apps.is_installed("trading"):
+            try:
+                cmd = ctl.build_command(action, slot, cmd_args, issued_by=ctl.default_actor())
+                ctl.send(state_dir, cmd)
+            except (BadCommand, ControlError) as exc:
+                raise CommandError(str(exc)) from exc
+            self.stderr.write(NO_CONSOLE)
+            return self._report(state_dir, cmd.id, action, slot, None, o)
+
+        from trading import services
+
+        actor = services.Actor.cli()
+        command = None
+        try:
+            kernel = services.kernel_for_state_dir(state_dir=state_dir)
+            services.status_sync(kernel=kernel)
+            command = services.command_issue(kernel=kernel, action=action, actor=actor, slot_id=slot,
+                                             args=cmd_args)
+            command_id = command.command_id
+        except services.ServiceError as exc:
+            raise CommandError(exc.message) from exc
+        except DatabaseError as exc:
+            # 2am: the database is down, the command still goes out.
+            self.stderr.write(f"database unavailable ({exc}): writing the command without it")
+            try:
+                wire = services.command_issue_offline(
+                    state_dir=state_dir, kernel_name=services.kernel_name_for_dir(state_dir),
+                    action=action, actor=actor, slot_id=slot, args=cmd_args)
+            except services.ServiceError as err:
+                raise CommandError(err.message) from err
+            command_id = wire.id
+            self.stderr.write(f"audit event spooled to {services.audit_spool_path()} "
+                              "(syncstatus writes it to the database once it is back)")
+        if command is not None and command.status == command.Status.PENDING:
+            raise CommandError(
+                f"command {command_id} is recorded but NOT in control.json yet: {command.error} "
+                f"(syncstatus retries until {command.expires_at:%H:%M:%S} UTC)"
+            )
+        if command is not None and command.status == command.Status.FAILED:
+            raise CommandError(f"command {command_id} failed: {command.error}")
+        self._report(state_dir, command_id, action, slot, command, o)
+
+    def _report(self, state_dir: Path, command_id: str, action: str, slot: str | None, command, o: dict) -> None:
+        self.stdout.write(f"command {command_id} ({action}{' ' + slot if slot else ''}) written")
+        if not o["wait"]:
+            return
+        res = None
+        if command is not None:
+            from trading import services
+
+            try:
+                command = services.command_wait(command=command, timeout_s=o["timeout"])
+            except DatabaseError as exc:
+                self.stderr.write(f"database unavailable ({exc}): waiting on status.json alone")
+                res = ctl.wait_result(state_dir, command_id, o["timeout"])
             else:
-                self.stdout.write(f"{res['result']}{': ' + res['error'] if res.get('error') else ''}")
-            if res["result"] != "applied":
-                sys.exit(EXIT_REJECTED)
+                if command.status in (command.Status.APPLIED, command.Status.REJECTED):
+                    res = {"id": command.command_id, "action": command.action, "slot": command.slot_id or None,
+                           "result": command.status, "error": command.error or None, "detail": command.detail}
+        else:
+            res = ctl.wait_result(state_dir, command_id, o["timeout"])
+        if res is None:
+            self.stderr.write(f"no result for {command_id} within {o['timeout']:.0f} s (is the kernel running?)")
+            sys.exit(EXIT_TIMEOUT)
+        if o["json"]:
+            self.stdout.write(json.dumps(res, indent=2))
+        else:
+            self.stdout.write(f"{res['result']}{': ' + res['error'] if res.get('error') else ''}")
+        if res["result"] != "applied":
+            sys.exit(EXIT_REJECTED)
+
+    # ------------------------------------------------------------------ reads (no database)
 
     def _status(self, state_dir: Path, as_json: bool) -> None:
         try:

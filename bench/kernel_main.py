@@ -1,0 +1,30 @@
+"""``runkernel`` without Django's setup: the same ``Command.handle`` (same arguments, same
+Kernel construction, same signal handling), but the project's apps are not loaded.
+
+Used by the benchmarks with ``--launcher direct``: a console module that does not import
+(while someone is editing it) must not keep the kernel benchmarks from running. With a
+``--state-dir`` given, ``handle`` never reads Django's settings.
+
+    python bench/kernel_main.py --state-dir DIR [runkernel options]
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from kernel.management.commands.runkernel import Command  # noqa: E402
+
+
+def main(argv: list[str]) -> None:
+    cmd = Command()
+    parser = cmd.create_parser("manage.py", "runkernel")
+    options = vars(parser.parse_args(argv))
+    if not options.get("state_dir"):
+        parser.error("--state-dir is required here (there are no Django settings to default to)")
+    cmd.handle(**options)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

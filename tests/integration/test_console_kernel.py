@@ -1,0 +1,364 @@
+"""The console and a real kernel, each in its own process, on a real SQLite file database.
+
+- the API (``manage.py runserver``) steers a ``runkernel`` through control.json and reports
+  what the kernel answered, including a failed reload and a rollback;
+- a halt through the API still halts while another connection holds the database's write
+  lock, and its audit event reaches the database once the lock is gone;
+- ``kernelctl`` halts (and sends commands) with the database unreachable, and the spooled
+  audit events are written exactly once when it is back;
+- ``syncstatus --loop`` brings outcomes into the audit log with no page open.
+
+The console processes run with a small settings module written into the test's temp dir:
+the project's settings, plus a 1 s SQLite busy timeout (instead of 20 s) and a temp spool.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+WAIT_S = 60.0
+
+CONSOLE_SETTINGS = """\
+from foresight_site.settings import *  # noqa: F401,F403
+
+DATABASES["default"]["OPTIONS"]["timeout"] = 1  # a locked database fails fast in tests
+FORESIGHT_AUDIT_SPOOL = {spool!r}
+FORESIGHT_STRATEGIES_DIR = {strategies!r}
+"""
+
+SETUP_USERS = """\
+import json
+from django.contrib.auth.models import Group, User
+from trading import services
+out = {}
+for name, group in (("olga", "Operator"), ("rita", "Risk"), ("vic", "Viewer")):
+    user = User.objects.create_user(name)
+    user.groups.add(Group.objects.get(name=group))
+    out[name] = services.token_create(user=user, name="integration")[1]
+print(json.dumps(out))
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(pred: Callable[[], Any], what: str, timeout: float = WAIT_S, poll: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(poll)
+
+
+class Console:
+    """The console's processes on one temp database, and a kernel on one temp state dir."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.db = root / "console.sqlite3"
+        self.spool = root / "audit-spool.jsonl"
+        self.state_dir = root / "state"
+        self.strategies = root / "strategies"
+        self.procs: list[subprocess.Popen] = []
+        self.base_url = ""
+        self.tokens: dict[str, str] = {}
+        (root / "console_test_settings.py").write_text(
+            CONSOLE_SETTINGS.format(spool=str(self.spool), strategies=str(self.strategies)))
+        shutil.copytree(REPO / "strategies", self.strategies, ignore=shutil.ignore_patterns("__pycache__"))
+        self.state_dir.mkdir()
+
+    def env(self, database_url: str | None = None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FORESIGHT_")}
+        env.update(
+            DJANGO_SETTINGS_MODULE="console_test_settings",
+            PYTHONPATH=os.pathsep.join([str(self.root), str(REPO)]),
+            DATABASE_URL=database_url or f"sqlite:///{self.db}",
+            PYTHONUNBUFFERED="1",
+        )
+        return env
+
+    def manage(self, *args: str, database_url: str | None = None, check: bool = True,
+               timeout: float = WAIT_S) -> subprocess.CompletedProcess:
+        done = subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=self.env(database_url),
+                              capture_output=True, text=True, timeout=timeout)
+        if check:
+            assert done.returncode == 0, f"manage.py {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+        return done
+
+    def spawn(self, name: str, *args: str) -> subprocess.Popen:
+        log = open(self.root / f"{name}.log", "wb")
+        proc = subprocess.Popen([sys.executable, "manage.py", *args], cwd=REPO, env=self.env(), stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def log(self, name: str) -> str:
+        return (self.root / f"{name}.log").read_text(errors="replace")[-4000:]
+
+    # ---------------------------------------------------------------- setup
+
+    def start(self) -> "Console":
+        self.manage("migrate", "--noinput", "-v0")
+        self.tokens = json.loads(self.manage("shell", "-c", SETUP_USERS).stdout.strip().splitlines()[-1])
+        kernel = self.spawn("kernel", "runkernel", "--state-dir", str(self.state_dir), "--demo", "--speed", "600",
+                            "--strategies-dir", str(self.strategies))
+        _wait_for(lambda: (self.status() or {}).get("pid") == kernel.pid, "the kernel's first status")
+        self.manage("addkernel", "--name", "demo", "--state-dir", str(self.state_dir))
+        port = _free_port()
+        server = self.spawn("server", "runserver", f"127.0.0.1:{port}", "--noreload")
+        self.base_url = f"http://127.0.0.1:{port}"
+
+        def healthy() -> bool:
+            assert server.poll() is None, self.log("server")
+            try:
+                return self.api("GET", "/api/health")[0] == 200
+            except OSError:
+                return False
+
+        _wait_for(healthy, "the console's web server")
+        return self
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+
+    # ---------------------------------------------------------------- the kernel's files, the database
+
+    def status(self) -> dict | None:
+        try:
+            return json.loads((self.state_dir / "status.json").read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def control(self) -> dict:
+        return json.loads((self.state_dir / "control.json").read_text())
+
+    def query(self, sql: str, args: tuple = ()) -> list[dict]:
+        con = sqlite3.connect(self.db, timeout=30)
+        con.row_factory = sqlite3.Row
+        try:
+            return [dict(r) for r in con.execute(sql, args)]
+        finally:
+            con.close()
+
+    def audit(self, action: str, **where: str) -> list[dict]:
+        sql = "SELECT * FROM trading_auditevent WHERE action = ?" + "".join(f" AND {k} = ?" for k in where)
+        return self.query(sql, (action, *where.values()))
+
+    # ---------------------------------------------------------------- HTTP
+
+    def api(self, method: str, path: str, body: dict | None = None, token: str | None = None,
+            timeout: float = WAIT_S) -> tuple[int, Any]:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.base_url + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        if token:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                raw = response.read()
+                return response.status, json.loads(raw) if raw else None
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            try:
+                return exc.code, json.loads(raw)
+            except ValueError:
+                return exc.code, raw.decode(errors="replace")
+
+
+@pytest.fixture
+def console(tmp_path) -> Iterator[Console]:
+    c = Console(tmp_path)
+    try:
+        yield c.start()
+    finally:
+        c.stop()
+
+
+# ===================================================================== the API steers a real kernel
+
+
+def test_api_commands_reach_the_kernel_and_its_answers_come_back(console):
+    olga, rita = console.tokens["olga"], console.tokens["rita"]
+
+    code, body = console.api("POST", "/api/kernels/demo/pause?wait=20", token=olga)
+    assert (code, body["status"]) == (202, "applied"), body
+    code, body = console.api("GET", "/api/kernels/demo", token=olga)
+    assert (code, body["state"]) == (200, "paused")
+    code, body = console.api("POST", "/api/kernels/demo/slots/btc-5m/flatten?wait=20", token=olga)
+    assert (code, body["status"]) == (202, "applied"), body
+
+    # Viewers read, and only read.
+    assert console.api("GET", "/api/kernels/demo/slots", token=console.tokens["vic"])[0] == 200
+    assert console.api("POST", "/api/kernels/demo/resume", token=console.tokens["vic"])[0] == 403
+
+    # Slot config: checked against the strategy's Params before anything is sent.
+    code, body = console.api("PATCH", "/api/kernels/demo/slots/btc-5m/config",
+                             {"params": {"fast": 50, "slow": 20}}, token=rita)
+    assert code == 400 and "fast (50) must be smaller than slow (20)" in body["detail"]
+    code, body = console.api("PATCH", "/api/kernels/demo/slots/btc-5m/config?wait=20",
+                             {"params": {"fast": 9, "slow": 21}, "order_notional": 250.0}, token=rita)
+    assert (code, body["status"]) == (202, "applied"), body
+    slot = _wait_for(lambda: (lambda b: b if b["running_config"].get("order_notional") == 250.0 else None)(
+        console.api("GET", "/api/kernels/demo/slots/btc-5m", token=rita)[1]), "the new config running")
+    assert slot["running_config"]["params"] == {"fast": 9, "slow": 21} and slot["config_drift"] == {}
+
+
+def test_a_failed_reload_keeps_the_old_version_and_a_good_one_can_be_rolled_back(console):
+    olga, rita = console.tokens["olga"], console.tokens["rita"]
+    module = console.strategies / "ema_cross.py"
+    original = module.read_text()
+    old_sha = console.status()["strategies"]["ema_cross"]["sha256"]
+
+    module.write_text(original + "\ndef broken(:\n")
+    code, body = console.api("POST", "/api/kernels/demo/reload?wait=30", {"strategy": "ema_cross"}, token=olga)
+    assert (code, body["status"]) == (202, "rejected"), body
+    assert "syntax error in ema_cross.py" in body["error"]
+    assert console.status()["strategies"]["ema_cross"]["sha256"] == old_sha
+    failed = console.audit("reload.failed", command_id=body["command_id"])
+    assert len(failed) == 1 and "syntax error" in json.loads(failed[0]["payload"])["error"]
+
+    module.write_text(original.replace('"""EMA crossover, long only.', '"""EMA crossover, long only (v2).'))
+    code, body = console.api("POST", "/api/kernels/demo/reload?wait=30", {"strategy": "ema_cross"}, token=olga)
+    assert (code, body["status"]) == (202, "applied"), body
+    loaded = json.loads(console.audit("reload.loaded", command_id=body["command_id"])[0]["payload"])
+    assert loaded["old_sha256"] == old_sha and loaded["new_sha256"] != old_sha
+
+    assert console.api("POST", "/api/kernels/demo/rollback", {"strategy": "ema_cross"}, token=olga)[0] == 403
+    code, body = console.api("POST", "/api/kernels/demo/rollback?wait=30", {"strategy": "ema_cross"}, token=rita)
+    assert (code, body["status"]) == (202, "applied"), body
+    assert console.status()["strategies"]["ema_cross"]["sha256"] == old_sha
+    assert len(console.audit("reload.rolled_back", command_id=body["command_id"])) == 1
+
+
+# ===================================================================== halt with the database locked
+
+
+def test_halt_through_the_api_works_while_the_database_is_locked(console):
+    olga, rita = console.tokens["olga"], console.tokens["rita"]
+    assert console.api("GET", "/api/kernels/demo", token=olga)[0] == 200  # the token is known and fresh
+
+    lock = sqlite3.connect(console.db, timeout=30, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")  # another connection holds the write lock
+    try:
+        code, body = console.api("POST", "/api/kernels/demo/halt", {"reason": "database locked"}, token=olga)
+        assert code == 202, body
+        assert body["audit"] == "spooled" and body["command_id"] is None
+        halted = _wait_for(lambda: (s := console.status()) and s["state"] == "halted" and s, "status halted")
+        assert halted["halt"]["reason"] == "database locked"
+        spooled = [json.loads(line) for line in console.spool.read_text().splitlines()]
+        assert [e["action"] for e in spooled] == ["halt.engaged"]
+        assert lock.execute("SELECT COUNT(*) FROM trading_auditevent WHERE action = 'halt.engaged'").fetchone()[0] == 0
+        # Writes other than the halt fail fast, with a JSON error, not a 500.
+        code, body = console.api("POST", "/api/kernels/demo/pause", token=olga)
+        assert code == 503 and "database" in body["detail"]
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+
+    console.manage("syncstatus")
+    console.manage("syncstatus")
+
+    engaged = console.audit("halt.engaged")
+    assert len(engaged) == 1
+    assert (engaged[0]["actor"], engaged[0]["source"]) == ("olga", "api")
+    assert json.loads(engaged[0]["payload"])["spooled"] is True
+    assert len(console.audit("halt.observed")) == 1
+    assert console.query("SELECT status FROM trading_controlcommand WHERE action = 'halt'") == [{"status": "applied"}]
+    assert not console.spool.exists() or console.spool.read_text() == ""
+
+    # Release (Risk only), then the kernel waits paused for a resume.
+    assert console.api("POST", "/api/kernels/demo/release", token=olga)[0] == 403
+    code, body = console.api("POST", "/api/kernels/demo/release?wait=20", token=rita)
+    assert (code, body["status"]) == (202, "applied"), body
+    assert console.status()["state"] == "paused"
+    code, body = console.api("POST", "/api/kernels/demo/resume?wait=20", token=olga)
+    assert (code, body["status"]) == (202, "applied"), body
+    assert len(console.audit("halt.cleared")) == 1
+
+
+# ===================================================================== kernelctl with the database down
+
+
+def test_kernelctl_halts_and_commands_with_the_database_unreachable(console):
+    unreachable = console.root / "no-database-here"
+    unreachable.mkdir()  # a folder where the database file should be: SQLite cannot open it
+    down = f"sqlite:///{unreachable}"
+
+    halt = console.manage("kernelctl", "--state-dir", str(console.state_dir), "halt", "--reason", "2am",
+                          "--wait", database_url=down)
+    assert "halt written to control.json" in halt.stdout and "kernel halted since" in halt.stdout
+    assert "database unavailable" in halt.stderr and "spooled" in halt.stderr
+    flatten = console.manage("kernelctl", "--state-dir", str(console.state_dir), "slot.flatten", "eth-5m",
+                             "--wait", database_url=down)
+    assert flatten.stdout.strip().endswith("applied"), flatten.stdout + flatten.stderr
+    assert "database unavailable" in flatten.stderr
+    command_id = flatten.stdout.split()[1]
+    assert len(console.spool.read_text().splitlines()) == 2
+    assert not console.audit("halt.engaged")
+
+    for _ in range(3):
+        console.manage("syncstatus")
+
+    user = console.audit("halt.engaged")[0]["actor"]
+    assert "@" in user  # user@host: the OS user of the shell
+    assert len(console.audit("halt.engaged", source="cli")) == 1
+    assert len(console.audit("command.issued", command_id=command_id, actor=user)) == 1
+    assert len(console.audit("command.applied", command_id=command_id)) == 1
+    assert console.query("SELECT status FROM trading_controlcommand WHERE command_id = ?", (command_id,)) == [
+        {"status": "applied"}]
+
+
+def test_kernelctl_records_its_actions_as_the_os_user(console):
+    done = console.manage("kernelctl", "--state-dir", str(console.state_dir), "slot.pause", "sol-5m", "--wait")
+    assert done.stdout.strip().endswith("applied")
+    command_id = done.stdout.split()[1]
+    issued = console.audit("command.issued", command_id=command_id)
+    assert len(issued) == 1 and issued[0]["source"] == "cli" and "@" in issued[0]["actor"]
+    assert len(console.audit("command.applied", command_id=command_id)) == 1
+
+    refused = console.manage("kernelctl", "--state-dir", str(console.state_dir), "slot.pause", "nope", check=False)
+    assert refused.returncode != 0 and "no slot 'nope'" in refused.stderr
+
+
+# ===================================================================== syncstatus --loop
+
+
+def test_syncstatus_loop_audits_outcomes_with_no_page_open(console):
+    loop = console.spawn("syncstatus", "syncstatus", "--loop", "--interval", "0.2")
+    # Written by hand, as a human at 2am would: no console involved at all.
+    (console.state_dir / "cmd.tmp").write_text(json.dumps(
+        {"commands": [{"id": "by-hand-7", "action": "slot.pause", "slot": "ada-5m"}]}))
+    subprocess.run(["flock", "-w", "5", "control.lock", "mv", "cmd.tmp", "control.json"], cwd=console.state_dir,
+                   check=True)
+
+    events = _wait_for(lambda: console.audit("command.applied", command_id="by-hand-7"), "the loop's audit event")
+
+    assert events[0]["actor"] == "kernel:demo"
+    assert console.query("SELECT state FROM trading_slot WHERE slot_id = 'ada-5m'") == [{"state": "paused"}]
+    loop.send_signal(signal.SIGTERM)
+    assert loop.wait(30) == 0, console.log("syncstatus")

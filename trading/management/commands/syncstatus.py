@@ -1,0 +1,53 @@
+"""``python manage.py syncstatus [--loop --interval 1.0]``: mirror every kernel's status.json
+into the database, audit its outcomes, flag stale heartbeats, flush the audit spool."""
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+
+from django.core.management.base import BaseCommand
+from django.db import DatabaseError, close_old_connections
+
+from trading import selectors, services
+
+log = logging.getLogger("trading.syncstatus")
+
+
+class Command(BaseCommand):
+    help = "Sync every kernel's status into the console (once, or in a loop) and flush the audit spool."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--loop", action="store_true", help="keep syncing until SIGTERM/SIGINT")
+        parser.add_argument("--interval", type=float, default=1.0, help="seconds between rounds (--loop)")
+        parser.add_argument("--stale-after", type=float, default=10.0,
+                            help="seconds without a heartbeat before a kernel is reported stale")
+
+    def handle(self, *args, **o):
+        if not o["loop"]:
+            for summary in self.round(o["stale_after"]):
+                self.stdout.write(json.dumps(summary, default=str))
+            return
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        while not stop.is_set():
+            close_old_connections()  # a database that went away is reconnected next round
+            try:
+                self.round(o["stale_after"])
+            except DatabaseError as exc:
+                log.error("sync round failed, the database is unavailable: %s", exc)
+            stop.wait(max(0.05, o["interval"]))
+
+    def round(self, stale_after: float) -> list[dict]:
+        summaries = [{"spool_flushed": services.audit_spool_flush()}]
+        for kernel in selectors.kernel_list():
+            try:
+                summaries.append(services.status_sync(kernel=kernel))
+            except DatabaseError:
+                raise
+            except Exception:  # noqa: BLE001 - one broken kernel must not stop the others' sync
+                log.exception("status sync of kernel %s failed", kernel.name)
+        services.kernel_stale_check(max_age_s=stale_after)
+        return summaries

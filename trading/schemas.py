@@ -1,0 +1,187 @@
+"""Request (In) and response (Out) schemas of the Ninja API. Explicit fields only."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Optional
+
+from ninja import Field, ModelSchema, Schema
+from pydantic import ConfigDict
+
+from kernel.protocol import TIMEFRAMES
+
+from .models import ApiToken, AuditEvent, ControlCommand, Kernel, Slot
+
+NAME_PATTERN = r"^[-a-zA-Z0-9_]{1,64}$"
+SLOT_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+COMMAND_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
+STRATEGY_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+SYMBOL_PATTERN = r"^[A-Z0-9]{1,20}/[A-Z0-9]{1,20}$"
+# A bound on numbers a client may send, so no value can overflow a database column.
+MAX_AMOUNT = 1e15
+
+
+# ===================================================================== errors
+
+
+class ErrorOut(Schema):
+    detail: str = Field(..., description="what went wrong, for the operator")
+    errors: Optional[Any] = Field(None, description="field → message, for invalid input")
+
+
+# ===================================================================== kernels
+
+
+class KernelOut(ModelSchema):
+    class Meta:
+        model = Kernel
+        fields = [
+            "name", "host", "queue", "state_dir", "state", "heartbeat_at", "pid", "tick", "halt_engaged",
+            "halt_since", "halt_reason", "halt_requested_at", "control_error", "status_synced_at",
+        ]
+
+
+class KernelDetailOut(KernelOut):
+    status: dict[str, Any] = Field(default_factory=dict, description="the kernel's last status.json, whole")
+    sync: dict[str, Any] = Field(default_factory=dict, description="what the status sync just did")
+
+
+# ===================================================================== slots
+
+
+class SlotOut(ModelSchema):
+    kernel: str
+    config_drift: dict[str, list[Any]] = Field(
+        default_factory=dict, description="field → [configured, running] where they differ")
+
+    class Meta:
+        model = Slot
+        fields = [
+            "slot_id", "symbol", "timeframe", "strategy", "params", "order_notional", "max_position",
+            "max_notional", "max_orders_per_minute", "enabled", "state", "fault", "strategy_version",
+            "strategy_sha256", "position_qty", "entry_price", "last_price", "realized_pnl", "unrealized_pnl",
+            "last_cycle_at", "next_cycle_at", "cycles", "missed_cycles", "running_config",
+        ]
+
+    @staticmethod
+    def resolve_kernel(obj: Slot) -> str:
+        return obj.kernel.name
+
+    @staticmethod
+    def resolve_config_drift(obj: Slot) -> dict[str, list[Any]]:
+        return {k: list(v) for k, v in obj.config_drift().items()}
+
+
+class SlotConfigPatchIn(Schema):
+    """The fields to change; the others keep their value. ``params`` replaces the params whole."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    symbol: Optional[str] = Field(None, pattern=SYMBOL_PATTERN, max_length=41)
+    timeframe: Optional[str] = Field(None, description=f"one of {', '.join(TIMEFRAMES)}", max_length=8)
+    strategy: Optional[str] = Field(None, pattern=STRATEGY_PATTERN)
+    params: Optional[dict[str, Any]] = None
+    order_notional: Optional[float] = Field(None, gt=0, le=MAX_AMOUNT)
+    max_position: Optional[float] = Field(None, gt=0, le=MAX_AMOUNT)
+    max_notional: Optional[float] = Field(None, gt=0, le=MAX_AMOUNT)
+    max_orders_per_minute: Optional[int] = Field(None, ge=1, le=100_000)
+    enabled: Optional[bool] = None
+
+
+# ===================================================================== commands
+
+
+class CommandOut(ModelSchema):
+    kernel: str
+
+    class Meta:
+        model = ControlCommand
+        fields = [
+            "command_id", "action", "slot_id", "args", "actor", "source", "issued_at", "expires_at", "status",
+            "delivered_at", "delivery_attempts", "resolved_at", "error", "detail",
+        ]
+
+    @staticmethod
+    def resolve_kernel(obj: ControlCommand) -> str:
+        return obj.kernel.name
+
+
+class CommandAcceptedOut(Schema):
+    """202: the command is recorded and (normally) written into the kernel's control.json.
+    ``status`` is pending, delivered, or (after ``wait``) the kernel's applied/rejected."""
+
+    command_id: Optional[str] = Field(None, description="null only for a halt whose record was spooled")
+    kernel: str
+    action: str
+    slot_id: str = ""
+    status: str
+    error: str = ""
+    detail: Optional[dict[str, Any]] = None
+    audit: str = Field("recorded", description="recorded, or spooled when the database was unavailable")
+
+
+class ReloadIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: Optional[str] = Field(None, pattern=STRATEGY_PATTERN, description="one strategy; all when absent")
+
+
+class RollbackIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: str = Field(..., pattern=STRATEGY_PATTERN)
+
+
+class HaltIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(..., min_length=1, max_length=500)
+
+
+# ===================================================================== audit
+
+
+class AuditEventOut(ModelSchema):
+    class Meta:
+        model = AuditEvent
+        fields = [
+            "id", "at", "actor", "user_id", "source", "ip", "action", "kernel_name", "slot_id", "command_id",
+            "outcome", "payload",
+        ]
+
+
+class AuditFilters(Schema):
+    action: Optional[str] = Field(None, max_length=64, description="exact, or a prefix ending in * or .")
+    actor: Optional[str] = Field(None, max_length=200)
+    kernel: Optional[str] = Field(None, max_length=64)
+    slot: Optional[str] = Field(None, max_length=64)
+    command_id: Optional[str] = Field(None, max_length=128)
+    since: Optional[datetime] = None
+    until: Optional[datetime] = None
+    limit: int = Field(100, ge=1, le=500)
+    offset: int = Field(0, ge=0, le=1_000_000_000)
+
+
+class AuditPageOut(Schema):
+    count: int
+    limit: int
+    offset: int
+    items: list[AuditEventOut]
+
+
+# ===================================================================== tokens
+
+
+class TokenIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(..., min_length=1, max_length=100)
+
+
+class TokenOut(ModelSchema):
+    class Meta:
+        model = ApiToken
+        fields = ["id", "name", "prefix", "created_at", "last_used_at", "revoked_at"]
+
+
+class TokenCreatedOut(TokenOut):
+    token: str = Field(..., description="the raw token: shown once, store it now")
