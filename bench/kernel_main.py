@@ -14,17 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kernel.management.commands.runkernel import Command  # noqa: E402
-
-
-def main(argv: list[str]) -> None:
-    cmd = Command()
-    parser = cmd.create_parser("manage.py", "runkernel")
-    options = vars(parser.parse_args(argv))
-    if not options.get("state_dir"):
-        parser.error("--state-dir is required here (there are no Django settings to default to)")
-    cmd.handle(**options)
-
+from kernel.__main__ import main  # noqa: E402
 
 if __name__ == "__main__":
     main(sys.argv[1:])

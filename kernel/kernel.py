@@ -223,6 +223,7 @@ class Kernel:
         self._stop = threading.Event()
         self._stopped = False
         self._applied_ids: set[str] = set()
+        self._reannounced: set[str] = set()
         self._recent_commands: deque[dict[str, Any]] = deque(maxlen=RECENT)
         self._recent_reloads: deque[dict[str, Any]] = deque(maxlen=50)
         self._pending_ids: list[str] = []
@@ -520,8 +521,17 @@ class Kernel:
                 log.exception("command %s failed", cmd.id)
                 result, error, detail = "rejected", f"internal error: {type(exc).__name__}: {exc}", None
             self._finish_command(cmd, result, error, detail)
+        recent_ids: set[str] | None = None
         for cmd in self._control_commands:
             if cmd.id in self._applied_ids:
+                if cmd.id not in self._reannounced:
+                    # Re-sent after its result scrolled out of status.json (a console that
+                    # was away): report the stored result again, once; never re-apply.
+                    self._reannounced.add(cmd.id)
+                    if recent_ids is None:
+                        recent_ids = {e["id"] for e in self._recent_commands}
+                    if cmd.id not in recent_ids:
+                        self._reannounce(cmd.id)
                 continue
             try:
                 outcome = self._apply(cmd)
@@ -538,6 +548,17 @@ class Kernel:
             detail = outcome if isinstance(outcome, dict) else None
             self._finish_command(cmd, "applied", None, detail)
         self._pending_ids = self._pending()
+
+    def _reannounce(self, command_id: str) -> None:
+        row = self.ledger.command_result(command_id)
+        if row is None:
+            return
+        detail = dict(row["detail"] or {})
+        detail["reported_again"] = True
+        self._recent_commands.append({"id": row["id"], "action": row["action"], "slot": row["slot"],
+                                      "result": row["result"], "error": row["error"], "at": row["at"],
+                                      "detail": detail})
+        self._status_urgent = True
 
     def _pending(self) -> list[str]:
         return [c.id for c in self._control_commands if c.id not in self._applied_ids][:100]
@@ -1417,7 +1438,8 @@ class Kernel:
     def _publish(self) -> None:
         self._status_urgent = False
         self._status_last_wall = time.monotonic()
-        self.ledger.meta_set(clock_ms=self.clock.now_ms())
+        # Where the clock was, so a restarted simulated clock resumes from there.
+        self.ledger.meta_set(clock_ms=self.clock.now_ms(), _durable=False)
         self.status_writer.publish(self.snapshot())
 
     # ================================================================== shutdown

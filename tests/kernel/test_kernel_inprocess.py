@@ -557,3 +557,31 @@ def test_an_abandoned_cycle_stays_abandoned_when_a_flatten_takes_its_place(tmp_p
         assert k.ledger.position("slow").qty == 0, "the flatten sold"
     finally:
         d.close()
+
+
+def test_a_result_that_scrolled_out_of_status_is_reported_again_once_when_resent(driver):
+    """A console away for longer than status.json's memory re-sends what it never saw
+    answered: the kernel reports the stored result again, and never re-applies it."""
+    driver.add_slot("btc-5m", "flip")
+    first = Command(id="old-1", action="slot.configure", slot="btc-5m", args={"order_notional": 123.0})
+    append_commands(driver.state_dir, [first])
+    driver.settle()
+    assert driver.result("old-1")["result"] == "applied"
+    # Push it out of the recent results with 250 other commands, pruning the file as we go.
+    for i in range(250):
+        append_commands(driver.state_dir, [Command(id=f"n-{i}", action="slot.resume", slot="btc-5m")],
+                        prune_ids=["old-1"] + [f"n-{j}" for j in range(i)])
+        driver.kernel.tick_once()
+    driver.settle()
+    assert "old-1" not in [c["id"] for c in driver.kernel.snapshot()["commands"]]
+    append_commands(driver.state_dir, [Command(id="old-2", action="slot.configure", slot="btc-5m",
+                                               args={"order_notional": 456.0})])
+    driver.settle()
+    append_commands(driver.state_dir, [first])  # re-sent
+    for _ in range(5):
+        driver.kernel.tick_once()
+    reported = [c for c in driver.kernel.snapshot()["commands"] if c["id"] == "old-1"]
+    assert len(reported) == 1
+    assert reported[0]["result"] == "applied" and reported[0]["detail"]["reported_again"] is True
+    assert driver.slot("btc-5m")["config"]["order_notional"] == 456.0, "old-1 was applied again"
+    assert [c["id"] for c in driver.kernel.ledger.recent_commands(1000)].count("old-1") == 1
