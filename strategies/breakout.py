@@ -17,6 +17,8 @@ from typing import Any, Mapping
 
 from kernel.strategy_api import Context, Decision, Field, StrategyParams
 
+from .state import params_of
+
 STATE_SCHEMA = 1
 
 
@@ -32,17 +34,6 @@ def warmup(params: Params) -> int:
     return params.lookback + 1
 
 
-def _params(ctx: Context) -> Params:
-    p = ctx.params
-    if isinstance(p, Params):
-        return p
-    if p is None:
-        return Params()
-    if isinstance(p, Mapping):
-        return Params.model_validate(dict(p))
-    return Params.model_validate(p.model_dump())
-
-
 def _positive(state: Mapping[str, Any], key: str) -> float | None:
     v = state.get(key) if isinstance(state, Mapping) else None
     if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -52,7 +43,7 @@ def _positive(state: Mapping[str, Any], key: str) -> float | None:
 
 
 def evaluate(ctx: Context) -> Decision:
-    p = _params(ctx)
+    p = params_of(ctx, Params)
     candles = ctx.candles
 
     if ctx.position > 0:

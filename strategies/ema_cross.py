@@ -12,9 +12,11 @@ same candles twice gives the same answer.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any
 
 from kernel.strategy_api import Context, Decision, Field, StrategyParams
+
+from .state import int_of, params_of
 
 from .indicators import bars_since, ema
 
@@ -42,24 +44,8 @@ def warmup(params: Params) -> int:
     return 3 * params.slow
 
 
-def _params(ctx: Context) -> Params:
-    p = ctx.params
-    if isinstance(p, Params):
-        return p
-    if p is None:
-        return Params()
-    if isinstance(p, Mapping):
-        return Params.model_validate(dict(p))
-    return Params.model_validate(p.model_dump())
-
-
-def _int(state: Mapping[str, Any], key: str) -> int | None:
-    v = state.get(key) if isinstance(state, Mapping) else None
-    return v if isinstance(v, int) and not isinstance(v, bool) else None
-
-
 def evaluate(ctx: Context) -> Decision:
-    p = _params(ctx)
+    p = params_of(ctx, Params)
     candles = ctx.candles
     enough = len(candles) >= warmup(p)
 
@@ -67,7 +53,7 @@ def evaluate(ctx: Context) -> Decision:
         if not candles:
             return Decision.hold("warming up")
         close = candles[-1].close
-        entry_ts = _int(ctx.state, "entry_ts")
+        entry_ts = int_of(ctx.state, "entry_ts")
         if entry_ts is None:  # state lost or position opened elsewhere: count from now
             entry_ts = candles[-1].ts
         bars = bars_since([c.ts for c in candles], ctx.timeframe, entry_ts)
