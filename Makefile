@@ -62,7 +62,12 @@ test: deps install-test
 
 # Benchmarks print numbers (docs/benchmarks.md); BENCH_ARGS=--quick for a short run.
 BENCH_ARGS ?=
-bench: install
+$(VENV)/.installed-bench: pyproject.toml | venv
+	$(PIP_INSTALL) -e '.[bench]'
+	@touch $@
+
+bench: $(VENV)/.installed-bench
+	@BENCH=1 bash scripts/system-deps.sh
 	bash bench/run_all.sh $(BENCH_ARGS)
 
 # Development only: the admin/admin login below must never exist on a real deployment.

@@ -7,8 +7,11 @@ lands in the file atomically under the writers' lock.
 from __future__ import annotations
 
 import getpass
+import json
+import logging
 import os
 import socket
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +28,10 @@ from .control import (
     set_halt,
 )
 from .errors import BadCommand
-from .protocol import ACTIONS, SLOT_ACTIONS, Command, Status, utcnow_iso
+from .protocol import ACTIONS, SLOT_ACTIONS, Command, CommandStatus, Status, utcnow_iso
+
+log = logging.getLogger("kernel.commands")
+LEDGER_FILE = "ledger.sqlite3"
 
 
 def default_actor() -> str:
@@ -126,5 +132,36 @@ def wait_state(state_dir: Path, states: set[str], timeout_s: float, poll_s: floa
         time.sleep(poll_s)
 
 
+def stored_results(state_dir: Path, ids: list[str]) -> dict[str, CommandStatus]:
+    """The kernel's results for ``ids`` from its ledger, opened read-only.
+
+    status.json lists the latest 200 results; the ledger keeps every one, so a burst that
+    scrolled past status.json is still resolved (and never re-sent). Empty when the ledger
+    cannot be read: nothing is concluded from an absence.
+    """
+    ids = list(ids)
+    path = Path(state_dir) / LEDGER_FILE
+    if not ids or not path.is_file():
+        return {}
+    out: dict[str, CommandStatus] = {}
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=2.0)
+        try:
+            for i in range(0, len(ids), 500):
+                chunk = ids[i:i + 500]
+                rows = con.execute(
+                    "SELECT id, action, slot, result, error, detail, at FROM commands "
+                    f"WHERE id IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+                for cid, action, slot, result, error, detail, at in rows:
+                    out[cid] = CommandStatus(id=cid, action=action, slot=slot, result=result, error=error,
+                                             at=at, detail=json.loads(detail) if detail else None)
+        finally:
+            con.close()
+    except (sqlite3.Error, ValueError) as exc:
+        log.warning("could not read command results from %s: %s", path, exc)
+        return {}
+    return out
+
+
 __all__ = ["CONTROL_FILE", "build_command", "default_actor", "halt", "send", "status",
-           "wait_result", "wait_state"]
+           "stored_results", "wait_result", "wait_state"]

@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # System packages the test suite needs beyond Python, from Debian's archive:
 #   chromium (the browser tests drive Debian's headless Chromium; test tools' own browser
-#   downloads do not work here) and redis-server (Celery's broker in the Redis tests).
+#   downloads do not work here) and redis-server (Celery's broker in the Redis tests);
+#   with BENCH=1, also wrk (the console load benchmark, docs/benchmarks.md).
 # Installs only what is missing; needs root (or sudo) the first time.
 set -euo pipefail
 
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# BENCH=1: also wrk, the HTTP load generator of bench/console_load.py (make bench).
+if [ -n "${BENCH:-}" ] && [ "${BENCH}" != 0 ]; then
+  command -v wrk >/dev/null 2>&1 || need+=(wrk)
+fi
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then

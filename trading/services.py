@@ -25,7 +25,6 @@ import logging
 import os
 import secrets
 import socket
-import sqlite3
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone as dt_timezone
@@ -46,14 +45,12 @@ from pydantic import ValidationError
 
 from kernel import commands as kernel_commands
 from kernel.control import (
-    CONTROL_FILE,
     KEEP,
     STATUS_FILE,
     ControlError,
     StatusUnreadable,
     append_commands,
     new_command_id,
-    read_control,
     read_status,
 )
 from kernel.errors import BadCommand, ReloadFailed
@@ -111,7 +108,6 @@ COMMAND_TTL_S = 300.0  # a command not delivered within this is expired, never s
 EQUITY_SAMPLE_EVERY_S = 10.0
 REDELIVER_AFTER_S = 3.0  # a delivered command the kernel has not seen after this is re-sent
 MAX_DELIVERY_ATTEMPTS = 5
-LEDGER_FILE = "ledger.sqlite3"  # the kernel's ledger in its state dir (read only, for results)
 TOKEN_TOUCH_EVERY_S = 60.0  # last_used_at is refreshed at most this often (a write per request is waste)
 TOKEN_PREFIX = "fst"
 
@@ -858,31 +854,8 @@ def _delivery_batch(command: ControlCommand, now: datetime) -> list[ControlComma
 
 
 def _ledger_results(kernel: Kernel, ids: Iterable[str]) -> dict[str, CommandStatus]:
-    """The kernel's results for ``ids`` from its ledger, read only. status.json lists the latest
-    200 results; the ledger keeps every one, so a burst that scrolled past status.json is still
-    resolved (and never re-sent). Empty when the ledger cannot be read: nothing is concluded."""
-    ids = list(ids)
-    path = Path(kernel.state_dir) / LEDGER_FILE
-    if not ids or not path.is_file():
-        return {}
-    out: dict[str, CommandStatus] = {}
-    try:
-        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=2.0)
-        try:
-            for i in range(0, len(ids), 500):
-                chunk = ids[i:i + 500]
-                rows = con.execute(
-                    "SELECT id, action, slot, result, error, detail, at FROM commands "
-                    f"WHERE id IN ({','.join('?' * len(chunk))})", chunk).fetchall()
-                for cid, action, slot, result, error, detail, at in rows:
-                    out[cid] = CommandStatus(id=cid, action=action, slot=slot, result=result, error=error, at=at,
-                                             detail=json.loads(detail) if detail else None)
-        finally:
-            con.close()
-    except (sqlite3.Error, ValueError) as exc:
-        log.warning("kernel %s: could not read command results from %s: %s", kernel.name, path, exc)
-        return {}
-    return out
+    """Results status.json no longer lists, from the kernel's own read-only reader."""
+    return kernel_commands.stored_results(Path(kernel.state_dir), list(ids))
 
 
 def _kernel_done(kernel: Kernel, ids: list[str]) -> tuple[set[str], set[str]]:
