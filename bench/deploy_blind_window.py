@@ -21,8 +21,8 @@ Reported per deploy, in wall-clock ms:
 
 - *longest gap*: the longest interval between two consecutive cycle starts (any slot) that
   overlaps the deploy (reload: command written -> result seen; restart: SIGTERM -> new process
-  running), against the *normal gap* (the same gaps between candle-close bursts before any
-  deploy: p50 and max). *excess* = longest gap - normal p50: the time the deploy kept cycles
+  running), against the *normal gap* (the gaps longer than a tick, i.e. between candle-close
+  bursts, that overlap no deploy, over the whole run: p50 and max). *excess* = longest gap - normal p50: the time the deploy kept cycles
   from starting, at the resolution of the candle-close spacing;
 - restart only: SIGTERM -> old process exited, -> new process running (first status.json of
   the new pid: its first tick, when it could first start a cycle) and -> first cycle start
@@ -32,7 +32,9 @@ Reported per deploy, in wall-clock ms:
   flight (``cycles.lock_wait_us``, measured inside the kernel): the time during which the
   swap really kept a cycle from starting;
 - missed and late cycles (sum of ``slots[].missed_cycles`` / ``late_cycles`` in status.json,
-  after the deploy minus before it) and ledger gaps (candles of a slot with no cycle row);
+  after the deploy minus before it) and ledger holes (candles of a slot with no cycle row: a
+  restarted kernel schedules from the next close after its boot, so the closes that passed
+  while it was down or booting are skipped, and not counted as missed);
 - the ratio restart / hot reload, for the longest gap and its excess, and for the blind
   window by the kernel's own measure (SIGTERM -> running against the longest lock wait).
 
@@ -171,7 +173,6 @@ def run_one(n_slots: int, *, speed: float, tick_ms: int, deploys: int, strategy:
     last_status = reader.read()
     try:
         time.sleep(baseline_s)
-        baseline_end = wall_ms()
         for i in range(deploys * 2):
             if i % 2 == 0:  # (a) hot reload of a changed strategy
                 atomic_write_text(target, original + f"\n# bench deploy {i}\n")
@@ -238,8 +239,11 @@ def run_one(n_slots: int, *, speed: float, tick_ms: int, deploys: int, strategy:
     # Gaps between consecutive cycle starts; the normal ones: those before the first deploy
     # that are longer than a tick (the gaps between candle-close bursts).
     gaps = [(starts[k], starts[k + 1]) for k in range(len(starts) - 1)]
-    first_deploy = events[0]["start_wall"] if events else baseline_end
-    base_gaps = [b - a for a, b in gaps if b < first_deploy and b - a > tick_ms]
+    # Normal gaps: those longer than a tick (between candle-close bursts, not within one) that
+    # overlap no deploy (from its start to its end), over the whole run.
+    windows = [(ev["start_wall"], ev["end_wall"]) for ev in events]
+    base_gaps = [b - a for a, b in gaps if b - a > tick_ms and a >= starts[0]
+                 and not any(a < e and b > s for s, e in windows)]
     normal = stats(base_gaps, 1)
 
     # Ledger gaps: candles of a slot that got no cycle (the close interval skipped).
@@ -343,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tick-ms", type=int, default=100)
     p.add_argument("--deploys", type=int, default=None, help="hot reloads and restarts each (default 10; 3 with --quick)")
     p.add_argument("--strategy", default="ema_cross")
-    p.add_argument("--baseline-s", type=float, default=None, help="default 10 (5 with --quick)")
+    p.add_argument("--baseline-s", type=float, default=None, help="default 20 (5 with --quick)")
     p.add_argument("--spacing", default="3,8", help="seconds between deploys, one or one per slot count (default 3,8)")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--keep", action="store_true")
@@ -361,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
 
     speeds, spacings = per(a.speed), per(a.spacing)
     deploys = a.deploys if a.deploys is not None else (3 if a.quick else 10)
-    baseline_s = a.baseline_s if a.baseline_s is not None else (5.0 if a.quick else 10.0)
+    baseline_s = a.baseline_s if a.baseline_s is not None else (5.0 if a.quick else 20.0)
     name = a.name or (f"{NAME}_quick" if a.quick else NAME)
     machine = machine_info()
     runs = [run_one(n, speed=s, tick_ms=a.tick_ms, deploys=deploys, strategy=a.strategy, baseline_s=baseline_s,

@@ -1,7 +1,7 @@
 """PNG plots of the benchmark distributions, from bench/results/*.json, into docs/img/.
 
-    .venv/bin/python bench/plot.py            # the full runs' results (name.json)
-    .venv/bin/python bench/plot.py --quick    # the --quick results (name_quick.json)
+    .venv/bin/python bench/plot.py            # the full runs' results (name.json) -> docs/img/
+    .venv/bin/python bench/plot.py --quick    # the --quick results -> bench/results/img/ (not committed)
 
 A plot whose results file is missing is skipped (and said so on stderr). Needs matplotlib
 (``pip install -e '.[bench]'``).
@@ -100,7 +100,7 @@ def plot_scale(d: dict, out: Path) -> None:
 def plot_console(d: dict, out: Path) -> None:
     runs = d["summary"]["runs"]
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.2))
-    labels = [f"{r['endpoint']}\nc={r['connections']}" for r in runs]
+    labels = [f"{r['endpoint'].replace('admin_dashboard', 'dashboard').replace('status_api', 'status')}\nc={r['connections']}" for r in runs]
     x = range(len(runs))
     a1.bar(x, [r["rps"] or 0 for r in runs], color="tab:blue")
     a1.axhline(500, color="red", ls="--", lw=1, label="500 req/s target (status)")
@@ -167,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="plot the *_quick.json results")
     a = p.parse_args(argv)
-    IMG.mkdir(parents=True, exist_ok=True)
+    # The full runs' plots are committed (docs/img); the --quick ones stay in bench/results/img.
+    img = RESULTS / "img" if a.quick else IMG
+    img.mkdir(parents=True, exist_ok=True)
     suffix = "_quick" if a.quick else ""
     made = []
     for name, fn in (("deploy_blind_window", plot_deploy), ("scale", plot_scale), ("console_load", plot_console),
@@ -175,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         d = load(name, a.quick)
         if d is None:
             continue
-        out = IMG / f"{name}{suffix}.png"
+        out = img / f"{name}{suffix}.png"
         try:
             fn(d, out)
         except (KeyError, TypeError, ValueError) as exc:

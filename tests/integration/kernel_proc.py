@@ -17,6 +17,7 @@ from typing import Any, Iterable
 
 from kernel.feeds.replay import export_synthetic
 from kernel.ledger import Ledger
+from kernel.versions import StrategyLoader
 from kernel.protocol import SlotConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,7 +50,12 @@ def write_strategies(folder: Path, *, with_repo: Iterable[str] = ()) -> Path:
     for name in with_repo:
         (folder / f"{name}.py").write_text((REPO / "strategies" / f"{name}.py").read_text())
     if with_repo:
-        (folder / "indicators.py").write_text((REPO / "strategies" / "indicators.py").read_text())
+        # The helpers the repo's strategies import (indicators, state, ...): every module of
+        # strategies/ that is not itself a strategy.
+        strategies = set(StrategyLoader(REPO / "strategies").available())
+        for path in (REPO / "strategies").glob("*.py"):
+            if path.stem not in strategies and path.name != "__init__.py":
+                (folder / path.name).write_text(path.read_text())
     return folder
 
 

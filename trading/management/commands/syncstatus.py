@@ -7,6 +7,7 @@ import logging
 import signal
 import threading
 
+from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import DatabaseError, close_old_connections
 
@@ -21,7 +22,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--loop", action="store_true", help="keep syncing until SIGTERM/SIGINT")
         parser.add_argument("--interval", type=float, default=1.0, help="seconds between rounds (--loop)")
-        parser.add_argument("--stale-after", type=float, default=10.0,
+        parser.add_argument("--stale-after", type=float, default=settings.FORESIGHT_STALE_AFTER_S,
                             help="seconds without a heartbeat before a kernel is reported stale")
 
     def handle(self, *args, **o):
