@@ -77,7 +77,8 @@ def test_fifty_reloads_under_load_miss_nothing_and_never_mix_versions(kernels, s
         if kind == "changed":
             tag = f"v{i}"
             write_version(strategies_dir, tag)
-        r = k.result(k.send("reload", args={"strategy": "tagged"}))
+        cid = k.send("reload", args={"strategy": "tagged"})
+        r = k.result(cid)
         assert r["result"] == "applied", r
         entry = r["detail"]["strategies"][0]
         results.append(entry["result"])
@@ -90,8 +91,9 @@ def test_fifty_reloads_under_load_miss_nothing_and_never_mix_versions(kernels, s
             assert entry["new_sha256"] == entry["old_sha256"]
     assert results.count("loaded") == 25 and results.count("unchanged") == 25
 
-    # A changed helper alone (the strategy file untouched) is a new version too.
-    st = k.status()
+    # A changed helper alone (the strategy file untouched) is a new version too. (The result
+    # above may have come from the ledger: wait for status.json to show the same moment.)
+    st = k.wait(lambda s: any(c["id"] == cid for c in s["commands"]), what="status.json caught up")
     before = st["strategies"]["tagged"]
     last_tag = sha_tag[before["sha256"]]
     write_atomic(strategies_dir / "tag_helper.py", HELPER.format(tag=last_tag, extra="# only the helper changed"))
