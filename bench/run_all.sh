@@ -6,7 +6,7 @@
 # Tables and one JSON summary line per benchmark on stdout, progress on stderr,
 # full results in bench/results/<name>.json (gitignored).
 #
-#   bench/run_all.sh             # full size: about 35 minutes on 2 cores
+#   bench/run_all.sh             # full size: about 30-35 minutes on 2 cores
 #   bench/run_all.sh --quick     # about 5 minutes
 #   make bench [BENCH_ARGS=--quick]
 #
