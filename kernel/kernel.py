@@ -56,7 +56,6 @@ from .versions import (
     StrategyVersion,
     check_version,
     migrate,
-    module_state_fingerprint,
     run_evaluate,
 )
 from .workers import Job, WorkerPool
@@ -243,7 +242,7 @@ class Kernel:
         self._cycle_records: list[CycleRecord] = []
         self._lags: deque[int] = deque(maxlen=5000)
         self._lock_waits_ns: deque[int] = deque(maxlen=5000)
-        self._totals = {"ran": 0, "missed": 0, "late": 0, "faults": 0, "abandoned": 0, "orders": 0,
+        self._totals = {"ran": 0, "missed": 0, "missed_while_down": 0, "late": 0, "faults": 0, "abandoned": 0, "orders": 0,
                         "refused": 0}
         self.reconciled: dict[str, Any] | None = None
         self.halt_observed_tick: int | None = None
@@ -312,8 +311,20 @@ class Kernel:
         # The clock stored in the ledger is written about once a second, cycles every tick: after
         # a kill -9 it can lag the last candle run. Never schedule a candle that already ran.
         last_run = self.ledger.last_candles()
+        trading = self.running and not self.halt["engaged"]
         for s in self.slots.values():
             self.scheduler.add(s.id, s.config.timeframe, max(now, last_run.get(s.id, now)))
+            last = last_run.get(s.id)
+            if trading and s.config.enabled and last is not None:
+                # Closes that passed while the process was down had no cycle: that is the blind
+                # window of a restart, and it is counted, not hidden.
+                tf = timeframe_ms(s.config.timeframe)
+                lost = max(0, ((now // tf) * tf - last) // tf)
+                if lost:
+                    s.missed_cycles += lost
+                    self._totals["missed"] += lost
+                    self._totals["missed_while_down"] += lost
+                    self._dirty_slots.add(s.id)
 
     def reconcile(self) -> dict[str, Any]:
         """Before any slot trades: every unfinished order of the ledger (intent, sent, open)
@@ -963,7 +974,7 @@ class Kernel:
                 entries_allowed=self._entries_allowed(slot),
             )
             decision = run_evaluate(version, ctx)
-            if version.baseline and module_state_fingerprint(version.modules) != version.baseline:
+            if version.state_changed():
                 version.tainted = "evaluate changed module-level state"
                 raise StrategyFault(
                     "evaluate changed module-level state: strategies must be stateless"
@@ -1288,7 +1299,7 @@ class Kernel:
             else:
                 # First load at boot: the interface was checked; no smoke run holds up the start,
                 # but module state must still never change.
-                version.baseline = module_state_fingerprint(version.modules)
+                version.set_baseline()
         except ReloadFailed:
             version.unload()
             raise

@@ -6,6 +6,7 @@ uses these models. docs/control-plane.md describes them with examples.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -45,6 +46,11 @@ def utcnow_iso() -> str:
 def ms_to_iso(ms: int | float | None) -> str | None:
     if ms is None:
         return None
+    return _ms_to_iso(int(ms))
+
+
+@lru_cache(maxsize=8192)  # thousands of slots share a handful of candle times per status
+def _ms_to_iso(ms: int) -> str:
     return (
         datetime.fromtimestamp(ms / 1000.0, tz=timezone.utc)
         .isoformat(timespec="milliseconds")

@@ -118,6 +118,18 @@ _SKIP_TYPES = (
 )
 
 
+def _watched(mod: types.ModuleType) -> dict[str, str]:
+    out = {}
+    for key, value in vars(mod).items():
+        if key.startswith("__") or isinstance(value, _SKIP_TYPES) or callable(value):
+            continue
+        try:
+            out[key] = repr(value)
+        except Exception:  # noqa: BLE001
+            continue
+    return out
+
+
 def module_state_fingerprint(modules: list[types.ModuleType]) -> str:
     """A digest of every module-level value that could hold state (not functions,
     classes or modules). Strategies keep none, so it never changes, unless one cheats."""
@@ -151,7 +163,29 @@ class StrategyVersion:
     state_schema: int
     migrate_state: Callable[[dict, int], dict] | None
     baseline: str = ""  # module state fingerprint after the checks
+    _watch: list | None = None  # (module, number of globals, {name: repr}) taken with baseline
     tainted: str | None = None  # set once a cycle saw its module state change
+
+    def set_baseline(self) -> None:
+        """Take the module state that every later cycle is compared with."""
+        self.baseline = module_state_fingerprint(self.modules)
+        self._watch = [(m, len(vars(m)), _watched(m)) for m in self.modules]
+
+    def state_changed(self) -> bool:
+        """Did module-level state change since the baseline? Cheaper than a fingerprint (it
+        runs after every evaluate): a new global changes the count, a mutated value its repr."""
+        if self._watch is None:
+            return False
+        for mod, count, values in self._watch:
+            if len(vars(mod)) != count:
+                return True
+            for name, text in values.items():
+                try:
+                    if repr(vars(mod).get(name)) != text:
+                        return True
+                except Exception:  # noqa: BLE001 - an unrepresentable value was so at baseline too
+                    continue
+        return False
 
     def warmup(self, params: StrategyParams) -> int:
         if self.warmup_fn is None:
@@ -357,7 +391,7 @@ def check_version(version: StrategyVersion, samples: list[SmokeSample], budget_s
     if after != baseline:
         raise ReloadFailed("stateless", "evaluate changed module-level state: strategies must be stateless "
             "(return what you want kept in Decision.state)")
-    version.baseline = after
+    version.set_baseline()
 
 
 class StrategyRegistry:

@@ -106,10 +106,10 @@ def kernel_list(request):
 
 @kernels_router.get("/{name}", response={200: KernelDetailOut, **_READ_ERRORS}, operation_id="kernel_status")
 def kernel_status(request, name: str = KernelName):
-    """The kernel's mirror and its last status.json, synced first."""
+    """The kernel's mirror and its last status.json, synced first unless synced in the last second."""
     _require(request, "trading.view_kernel")
     kernel = selectors.kernel_get(name)
-    sync = services.status_sync(kernel=kernel)
+    sync = services.status_sync_if_stale(kernel=kernel)
     kernel.refresh_from_db()
     kernel.sync = sync
     return Status(200, kernel)

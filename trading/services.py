@@ -1496,6 +1496,16 @@ def _halts_redeliver(kernel: Kernel, now: datetime) -> int:
     return written
 
 
+def status_sync_if_stale(*, kernel: Kernel, max_age_s: float = 1.0) -> dict:
+    """status_sync, unless the mirror was synced less than ``max_age_s`` ago (the kernel itself
+    reports about once a second): a read endpoint polled by many clients must not turn every
+    GET into a write."""
+    synced = kernel.status_synced_at
+    if synced is not None and (timezone.now() - synced).total_seconds() < max_age_s:
+        return {"kernel": kernel.name, "status": "fresh", "synced_at": synced.isoformat()}
+    return status_sync(kernel=kernel)
+
+
 def status_sync(*, kernel: Kernel, on_host: bool | None = None) -> dict:
     """Mirror the kernel's status.json into the database and audit its outcomes, each once.
 

@@ -585,3 +585,29 @@ def test_a_result_that_scrolled_out_of_status_is_reported_again_once_when_resent
     assert reported[0]["result"] == "applied" and reported[0]["detail"]["reported_again"] is True
     assert driver.slot("btc-5m")["config"]["order_notional"] == 456.0, "old-1 was applied again"
     assert [c["id"] for c in driver.kernel.ledger.recent_commands(1000)].count("old-1") == 1
+
+
+def test_closes_that_pass_while_the_kernel_is_down_are_counted_as_missed(driver):
+    """A restart's blind window is not hidden: every close with no cycle is a missed cycle."""
+    driver.add_slot("btc-5m", "flip")
+    driver.advance(3 * M5)
+    assert driver.slot("btc-5m")["missed_cycles"] == 0
+    ran = len(driver.cycles("btc-5m"))
+    assert ran >= 3
+    driver.kernel.shutdown()
+    driver.clock.jump(4 * M5)  # the process is down for four candle closes
+    driver.kernel = driver._build()
+    assert driver.slot("btc-5m")["missed_cycles"] == 4
+    assert driver.kernel.snapshot()["cycles"]["missed_while_down"] == 4
+    driver.advance(M5)
+    assert len(driver.cycles("btc-5m")) == ran + 1  # trading goes on from the next close
+
+
+def test_a_stopped_kernel_restarted_counts_nothing_missed(driver):
+    driver.add_slot("btc-5m", "flip")
+    driver.advance(2 * M5)
+    assert driver.command("stop")["result"] == "applied"
+    driver.kernel.shutdown()
+    driver.clock.jump(4 * M5)
+    driver.kernel = driver._build()
+    assert driver.slot("btc-5m")["missed_cycles"] == 0

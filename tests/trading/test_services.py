@@ -510,3 +510,17 @@ def test_kernel_dashboard_counts_closing_sells(idle_kernel):
     assert board["total"]["unrealized_pnl"] == pytest.approx(5.0)
     assert board["slots"][0]["slot_id"] == "btc-5m" and board["slots"][0]["trades"] == 3
     assert [e["equity"] for e in board["equity"]] == [100_010.0]
+
+
+def test_status_sync_if_stale_skips_a_fresh_mirror_and_syncs_an_old_one(db, tmp_path):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from trading import services
+    from trading.models import Kernel
+
+    kernel = Kernel.objects.create(name="fresh", state_dir=str(tmp_path), status_synced_at=timezone.now())
+    assert services.status_sync_if_stale(kernel=kernel)["status"] == "fresh"
+    kernel.status_synced_at = timezone.now() - timedelta(seconds=5)
+    assert services.status_sync_if_stale(kernel=kernel)["status"] == "missing"  # a real sync: no status.json
