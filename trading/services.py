@@ -1497,12 +1497,17 @@ def _halts_redeliver(kernel: Kernel, now: datetime) -> int:
 
 
 def status_sync_if_stale(*, kernel: Kernel, max_age_s: float = 1.0) -> dict:
-    """status_sync, unless the mirror was synced less than ``max_age_s`` ago (the kernel itself
-    reports about once a second): a read endpoint polled by many clients must not turn every
-    GET into a write."""
+    """status_sync, unless the mirror is recent (synced less than ``max_age_s`` ago) and
+    status.json has not been rewritten since: a read endpoint polled by many clients must not
+    turn every GET into a write, and must never answer older than the kernel's last word."""
     synced = kernel.status_synced_at
     if synced is not None and (timezone.now() - synced).total_seconds() < max_age_s:
-        return {"kernel": kernel.name, "status": "fresh", "synced_at": synced.isoformat()}
+        try:
+            written = os.stat(_status_path(kernel)).st_mtime
+        except OSError:
+            written = None
+        if written is not None and written < synced.timestamp():
+            return {"kernel": kernel.name, "status": "fresh", "synced_at": synced.isoformat()}
     return status_sync(kernel=kernel)
 
 

@@ -520,7 +520,18 @@ def test_status_sync_if_stale_skips_a_fresh_mirror_and_syncs_an_old_one(db, tmp_
     from trading import services
     from trading.models import Kernel
 
+    import os
+    import time
+
+    (tmp_path / "status.json").write_text("{}")
+    past = time.time() - 10
+    os.utime(tmp_path / "status.json", (past, past))
     kernel = Kernel.objects.create(name="fresh", state_dir=str(tmp_path), status_synced_at=timezone.now())
     assert services.status_sync_if_stale(kernel=kernel)["status"] == "fresh"
+    # status.json rewritten after the last sync: sync, however recent the mirror.
+    os.utime(tmp_path / "status.json", None)
+    kernel.status_synced_at = timezone.now() - timedelta(seconds=0.5)
+    assert services.status_sync_if_stale(kernel=kernel)["status"] == "unreadable"  # a real sync ran
+    (tmp_path / "status.json").unlink()
     kernel.status_synced_at = timezone.now() - timedelta(seconds=5)
     assert services.status_sync_if_stale(kernel=kernel)["status"] == "missing"  # a real sync: no status.json
