@@ -5,7 +5,7 @@ In this process (pyinstrument samples the thread it was started on, so each piec
 run on the profiled thread):
 
 1. **cycles**: a ``Kernel`` (in process, ``ManualClock``) on a temp state dir with ``--slots``
-   slots written beforehand (``bench.common.seed_slots``: the three shipped strategies round
+   slots written beforehand (``bench.harness.seed_slots``: the three shipped strategies round
    robin); the clock is moved to a 15m close and every slot's cycle (``Kernel._cycle``, what a
    worker runs) is called one after the other, ``--rounds`` closes;
 2. **tick**: the tick thread's share of the same work: the outcomes of those cycles are folded
@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pyinstrument import Profiler  # noqa: E402
 
-from bench.common import (  # noqa: E402
+from bench.harness import (  # noqa: E402
     REPO,
     RESULTS_DIR,
     KernelProcess,

@@ -58,6 +58,7 @@ __all__ = [
     "StatusUnreadable",
     "ControlRead",
     "atomic_write_json",
+    "atomic_write_text",
     "control_lock",
     "read_control",
     "append_commands",
@@ -114,6 +115,12 @@ def _fsync_dir(directory: Path) -> None:
             raise
     finally:
         os.close(fd)
+
+
+def atomic_write_text(path: Path, text: str, *, fsync: bool = True) -> None:
+    """Replace a text file whole (temp file in the same folder, fsync, rename, fsync the
+    folder): a reader sees the old file or the new one, never half of either."""
+    _atomic_write_bytes(Path(path), text.encode("utf-8"), fsync=fsync)
 
 
 def _atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:

@@ -512,6 +512,16 @@ class Ledger:
     ) -> None:
         self.save_slots([locals()])
 
+    def add_slots(self, configs: list[dict]) -> None:
+        """New slots (their configs, kernel.protocol.SlotConfig as JSON) with fresh counters,
+        as a kernel finds them at its next start."""
+        self.save_slots([
+            {"id": c["id"], "config": c, "paused": False, "fault": None, "strategy_state": {},
+             "state_schema": None, "cycles": 0, "missed_cycles": 0, "late_cycles": 0, "errors": 0,
+             "last_cycle_ms": None}
+            for c in configs
+        ])
+
     def save_slots(self, slots: list[dict]) -> None:
         if not slots:
             return

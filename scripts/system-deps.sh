@@ -9,6 +9,7 @@ set -euo pipefail
 need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v flock >/dev/null 2>&1 || need+=(util-linux)  # flock(1): the shell takes the writers' lock too
 # BENCH=1: also wrk, the HTTP load generator of bench/console_load.py (make bench).
 if [ -n "${BENCH:-}" ] && [ "${BENCH}" != 0 ]; then
   command -v wrk >/dev/null 2>&1 || need+=(wrk)

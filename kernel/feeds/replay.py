@@ -22,12 +22,12 @@ import bisect
 import csv
 import math
 import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from kernel.control import atomic_write_text
 from kernel.feeds import FeedError, _as_limit, TIMEFRAMES, last_closed_open_ms, timeframe_ms
 from kernel.strategy_api import Candle
 
@@ -260,19 +260,7 @@ def write_csv(path: str | os.PathLike[str], candles: Iterable[Candle]) -> Path:
             f"{int(c.ts)},{float(c.open)!r},{float(c.high)!r},{float(c.low)!r},"
             f"{float(c.close)!r},{float(c.volume)!r}"
         )
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write("\n".join(lines) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_write_text(path, "\n".join(lines) + "\n")
     return path
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from kernel import commands as ctl
+from kernel.control import atomic_write_text  # noqa: F401 (tests import it from here)
 from kernel.protocol import Command
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,16 +45,6 @@ def read_json(path: Path) -> dict | None:
         return json.loads(path.read_bytes())
     except FileNotFoundError:
         return None
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """What a careful human does: write a temp file in the same folder, fsync, rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class KernelDied(AssertionError):

@@ -64,12 +64,7 @@ def write_slots(state_dir: Path, configs: Iterable[SlotConfig]) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(state_dir / "ledger.sqlite3")
     try:
-        ledger.save_slots([
-            {"id": c.id, "config": c.model_dump(mode="json"), "paused": False, "fault": None,
-             "strategy_state": {}, "state_schema": None, "cycles": 0, "missed_cycles": 0,
-             "late_cycles": 0, "errors": 0, "last_cycle_ms": None}
-            for c in configs
-        ])
+        ledger.add_slots([c.model_dump(mode="json") for c in configs])
     finally:
         ledger.close()
 

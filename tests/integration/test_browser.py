@@ -23,8 +23,6 @@ PASSWORD = "night-shift-2am"
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
-                                                    "(make deps / scripts/system-deps.sh installs it)"),
     pytest.mark.usefixtures("audit_log_flushable"),
 ]
 

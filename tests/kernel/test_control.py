@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
-import shutil
 import subprocess
 import traceback
 from pathlib import Path
@@ -419,7 +418,6 @@ def test_lock_timeout_raises_control_lock_timeout(tmp_path: Path):
     assert ids_in(control) == ["a1"]
 
 
-@pytest.mark.skipif(shutil.which("flock") is None, reason="flock(1) not installed")
 def test_shell_flock_takes_the_same_lock(tmp_path: Path):
     (tmp_path / "control.lock").touch()
     shell = subprocess.Popen(

@@ -1,4 +1,4 @@
-"""Shared plumbing of the benchmarks in bench/.
+"""The benchmarks' harness in bench/.
 
 - a real kernel: ``python manage.py runkernel`` in a subprocess on a temp state dir
   (:class:`KernelProcess`), with slots written beforehand through the kernel's own
@@ -33,6 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from kernel.control import atomic_write_text  # noqa: E402
 from kernel.demo import DEMO_ASSETS, DEMO_STRATEGIES, DEMO_TIMEFRAMES  # noqa: E402
 from kernel.ledger import Ledger  # noqa: E402
 from kernel.protocol import SlotConfig  # noqa: E402
@@ -72,12 +73,7 @@ def seed_slots(state_dir: Path, n: int) -> list[SlotConfig]:
     configs = bench_slots(n)
     ledger = Ledger(Path(state_dir) / "ledger.sqlite3")
     try:
-        ledger.save_slots([
-            {"id": c.id, "config": c.model_dump(mode="json"), "paused": False, "fault": None,
-             "strategy_state": {}, "state_schema": None, "cycles": 0, "missed_cycles": 0,
-             "late_cycles": 0, "errors": 0, "last_cycle_ms": None}
-            for c in configs
-        ])
+        ledger.add_slots([c.model_dump(mode="json") for c in configs])
     finally:
         ledger.close()
     return configs
@@ -86,24 +82,6 @@ def seed_slots(state_dir: Path, n: int) -> list[SlotConfig]:
 def copy_strategies(dest: Path) -> Path:
     shutil.copytree(REPO / "strategies", dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     return dest
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Replace a file whole (temp file + rename), so a reader never sees half of it."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def make_temp_dir(prefix: str) -> Path:
