@@ -1261,8 +1261,8 @@ class Kernel:
         return fut
 
     def _smoke_samples(self, name: str) -> list[SmokeSample]:
+        # Params are checked for every slot; the smoke evaluation runs on a few of them.
         samples = []
-        now = self.clock.now_ms()
         for slot in self.slots.values():
             if slot.config.strategy != name:
                 continue
@@ -1272,8 +1272,6 @@ class Kernel:
                 entry_price=slot.entry_price, state=dict(slot.strategy_state),
                 state_schema=slot.state_schema,
             ))
-        # Params are checked for every slot; the smoke evaluation runs on a few of them.
-        _ = now
         return samples
 
     def _load_checked(self, name: str, samples: list[SmokeSample] | None = None, *, check: bool = True) -> StrategyVersion:

@@ -36,7 +36,6 @@ class Scheduler:
         self._next: dict[str, int] = {}  # slot id -> next close it is waiting for
         self._tf: dict[str, int] = {}
         self._gen: dict[str, int] = {}  # invalidates stale heap entries
-        self._seq = 0
 
     def __len__(self) -> int:
         return len(self._next)
@@ -63,7 +62,6 @@ class Scheduler:
         gen = self._gen.get(slot_id, 0) + 1
         self._gen[slot_id] = gen
         self._next[slot_id] = close_ms
-        self._seq += 1
         heapq.heappush(self._heap, (close_ms, gen, slot_id))
 
     def due(self, now_ms: int) -> list[Due]:
