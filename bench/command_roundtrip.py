@@ -28,9 +28,9 @@ go one at a time; the pause before each is random over one sync interval (``--ga
 command lands at a random point of the sync cycle (a fixed short pause would start every
 command just after a sync, and the round trip would measure the whole interval every time).
 
-    .venv/bin/python bench/command_roundtrip.py            # 200 commands per mode
-    .venv/bin/python bench/command_roundtrip.py --quick    # 30 per mode
-    .venv/bin/python bench/command_roundtrip.py --modes redis --sync-interval 0.2
+    .venv/bin/python -m bench.command_roundtrip            # 200 commands per mode
+    .venv/bin/python -m bench.command_roundtrip --quick    # 30 per mode
+    .venv/bin/python -m bench.command_roundtrip --modes redis --sync-interval 0.2
 
 Prints a table, then the summary as one JSON line (last line of stdout); everything,
 samples included, goes to bench/results/command_roundtrip.json (``_quick`` with --quick).
@@ -39,27 +39,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.harness import (  # noqa: E402
-    REPO,
-    KernelProcess,
+from bench.harness import (
+    bench_kernel,
     emit,
     format_table,
     log,
     machine_info,
     make_temp_dir,
+    start_running,
     stats,
 )
+from tests.support.checkout import REPO
+from tests.support.ports import free_port
+from tests.support.processes import clean_env, kill_group, log_tail, spawn
+from tests.support.waiting import wait_until
 
 NAME = "command_roundtrip"
 PHASES = ("api", "delivered", "applied", "audited")
@@ -117,12 +117,6 @@ print(json.dumps(samples))
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Procs:
     """Background processes of one mode; all stopped (SIGTERM, then SIGKILL) at the end."""
 
@@ -130,32 +124,24 @@ class Procs:
         self.root, self.env, self.procs = root, env, []
 
     def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-        log_file = open(self.root / f"{name}.log", "ab")
-        proc = subprocess.Popen(args, cwd=REPO, env=env or self.env, stdout=log_file, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-        log_file.close()
+        proc = spawn(args, env=env or self.env, log_path=self.root / f"{name}.log")
         self.procs.append((name, proc))
         return proc
 
     def wait_log(self, name: str, text: str, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        path = self.root / f"{name}.log"
-        while text not in (path.read_text(errors="replace") if path.exists() else ""):
-            proc = dict(self.procs)[name]
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{name} did not say {text!r}:\n{path.read_text(errors='replace')[-3000:]}")
-            time.sleep(0.1)
+        path, proc = self.root / f"{name}.log", dict(self.procs)[name]
+
+        def said() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited before saying {text!r}:\n{log_tail(path, 40)}")
+            return path.exists() and text in path.read_text(errors="replace")
+
+        wait_until(said, timeout=timeout, what=f"{name} to say {text!r}", poll=0.1,
+                   last_seen=lambda: log_tail(path, 40))
 
     def stop(self) -> None:
         for _, proc in reversed(self.procs):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for _, proc in reversed(self.procs):
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+            kill_group(proc, signal.SIGTERM, timeout=20)
 
 
 def manage(env: dict[str, str], *args: str) -> str:
@@ -169,12 +155,12 @@ def manage(env: dict[str, str], *args: str) -> str:
 def run_mode(mode: str, args: argparse.Namespace, root: Path) -> dict:
     root.mkdir(parents=True)
     state_dir = root / "kernel"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FORESIGHT_") and k != "REDIS_URL"}
-    env.update(DJANGO_SETTINGS_MODULE="foresight_site.settings", DATABASE_URL=f"sqlite:///{root / 'console.sqlite3'}",
-               FORESIGHT_AUDIT_SPOOL=str(root / "audit-spool.jsonl"), FORESIGHT_LOG_LEVEL="WARNING",
-               FORESIGHT_SYNC_INTERVAL_S=str(args.sync_interval), PYTHONUNBUFFERED="1")
+    env = clean_env(drop=("REDIS_URL",), DJANGO_SETTINGS_MODULE="foresight_site.settings",
+                    DATABASE_URL=f"sqlite:///{root / 'console.sqlite3'}",
+                    FORESIGHT_AUDIT_SPOOL=str(root / "audit-spool.jsonl"), FORESIGHT_LOG_LEVEL="WARNING",
+                    FORESIGHT_SYNC_INTERVAL_S=str(args.sync_interval), PYTHONUNBUFFERED="1")
     procs = Procs(root, env)
-    kernel = KernelProcess(state_dir, speed=args.speed, tick_ms=args.tick_ms, demo=True)
+    kernel = bench_kernel(state_dir, speed=args.speed, tick_ms=args.tick_ms, demo=True)
     try:
         log(f"{mode}: migrating a fresh console database")
         manage(env, "migrate", "--noinput")
@@ -188,7 +174,7 @@ def run_mode(mode: str, args: argparse.Namespace, root: Path) -> dict:
             env["REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
             env["FORESIGHT_HOST_QUEUES"] = "host-a"
         log(f"{mode}: starting the kernel (--demo, --tick-ms {args.tick_ms})")
-        kernel.start()
+        start_running(kernel)
         manage(env, "addkernel", "--name", "bench", "--state-dir", str(state_dir),
                *(["--queue", "host-a"] if mode == "redis" else []))
         if mode == "redis":

@@ -27,8 +27,8 @@ Without wrk (``--client python``, or when wrk is not installed) a Python load ge
 The load generator runs on the same 2-core machine as gunicorn and the kernel: the numbers
 are those of the whole box, not of gunicorn alone.
 
-    .venv/bin/python bench/console_load.py            # 15 s per endpoint and concurrency
-    .venv/bin/python bench/console_load.py --quick    # 5 s each, 8 and 32 connections
+    .venv/bin/python -m bench.console_load            # 15 s per endpoint and concurrency
+    .venv/bin/python -m bench.console_load --quick    # 5 s each, 8 and 32 connections
 """
 from __future__ import annotations
 
@@ -40,27 +40,27 @@ import os
 import re
 import secrets
 import shutil
-import socket
+import signal
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.harness import (  # noqa: E402
-    PYTHON,
-    REPO,
-    KernelProcess,
+from bench.harness import (
+    bench_kernel,
     emit,
     format_table,
     log,
     machine_info,
     make_temp_dir,
     percentile,
-    stats,
+    start_running,
 )
+from tests.support.checkout import PYTHON, REPO
+from tests.support.ports import free_port
+from tests.support.processes import kill_group, spawn
+from tests.support.waiting import wait_until
 
 NAME = "console_load"
 
@@ -78,12 +78,6 @@ assert c.login(username="bench", password="bench-password-123")
 k = Kernel.objects.get(name="demo")
 print("BENCH_JSON " + json.dumps({"token": raw, "sessionid": c.cookies["sessionid"].value, "kernel_pk": k.pk}))
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def parse_wrk(out: str) -> dict:
@@ -183,37 +177,37 @@ def main(argv: list[str] | None = None) -> int:
         log(f"console load: migrate a file SQLite DB in {tmp}")
         manage("migrate", "--noinput")
         state.mkdir()
-        kernel = KernelProcess(state, speed=60, tick_ms=100, demo=True)
-        kernel.start()
+        kernel = bench_kernel(state, speed=60, tick_ms=100, demo=True)
+        start_running(kernel)
         manage("addkernel", "--name", "demo", "--state-dir", str(state))
         out = manage("shell", "-c", SETUP)
         creds = json.loads(out.split("BENCH_JSON ", 1)[1].splitlines()[0])
         port = free_port()
-        glog = open(tmp / "gunicorn.log", "ab")
-        gunicorn = subprocess.Popen(
+        gunicorn = spawn(
             [str(Path(PYTHON).parent / "gunicorn"), "foresight_site.wsgi", "--bind", f"127.0.0.1:{port}",
              "--workers", str(a.workers), "--worker-class", "sync", "--timeout", "60",
-             "--access-logfile", "-" if False else "/dev/null", "--log-level", "warning"],
-            cwd=REPO, env=env, stdout=glog, stderr=subprocess.STDOUT)
+             "--access-logfile", "/dev/null", "--log-level", "warning"],
+            env=env, log_path=tmp / "gunicorn.log")
         endpoints = {
             "status_api": (f"/api/kernels/demo", {"Authorization": f"Bearer {creds['token']}"}, '"demo"'),
             "admin_dashboard": (f"/admin/trading/kernel/{creds['kernel_pk']}/dashboard/",
                                 {"Cookie": f"sessionid={creds['sessionid']}"}, "demo"),
         }
-        deadline = time.monotonic() + 60
-        while True:  # gunicorn up and every endpoint answering 200 with the kernel in it
-            try:
-                for ep, (path, headers, needle) in endpoints.items():
-                    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers)
-                    with urllib.request.urlopen(req, timeout=10) as r:
-                        body = r.read().decode("utf-8", "replace")
-                        if r.status != 200 or needle not in body or r.geturl().rstrip("/").endswith("login"):
-                            raise RuntimeError(f"{ep}: {r.status} {r.geturl()}")
-                break
-            except (OSError, RuntimeError) as exc:
-                if gunicorn.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"gunicorn not serving: {exc}; see {tmp / 'gunicorn.log'}") from exc
-                time.sleep(0.5)
+        def serving() -> bool:  # gunicorn up and every endpoint answering 200 with the kernel in it
+            for ep, (path, headers, needle) in endpoints.items():
+                req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers)
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    body = r.read().decode("utf-8", "replace")
+                    if r.status != 200 or needle not in body or r.geturl().rstrip("/").endswith("login"):
+                        raise RuntimeError(f"{ep}: {r.status} {r.geturl()}")
+            return True
+
+        def gunicorn_alive() -> None:
+            if gunicorn.poll() is not None:
+                raise RuntimeError(f"gunicorn exited ({gunicorn.returncode}); see {tmp / 'gunicorn.log'}")
+
+        wait_until(serving, timeout=60, poll=0.5, what=f"gunicorn serving (log: {tmp / 'gunicorn.log'})",
+                   transient=(OSError, RuntimeError), abort=gunicorn_alive)
         log(f"gunicorn on :{port} ({a.workers} sync workers), kernel pid {kernel.pid}, client {client}")
         for ep, (path, headers, _) in endpoints.items():
             for c in conns:
@@ -235,11 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         kernel.check_alive()
     finally:
         if gunicorn is not None:
-            gunicorn.terminate()
-            try:
-                gunicorn.wait(20)
-            except subprocess.TimeoutExpired:
-                gunicorn.kill()
+            kill_group(gunicorn, signal.SIGTERM, timeout=20)
         if kernel is not None:
             kernel.stop()
         if not a.keep:

@@ -38,8 +38,8 @@ Reported per deploy, in wall-clock ms:
 - the ratio restart / hot reload, for the longest gap and its excess, and for the blind
   window by the kernel's own measure (SIGTERM -> running against the longest lock wait).
 
-    .venv/bin/python bench/deploy_blind_window.py            # 10 + 10 deploys x {16, 1000} slots
-    .venv/bin/python bench/deploy_blind_window.py --quick    # 3 + 3 deploys each
+    .venv/bin/python -m bench.deploy_blind_window            # 10 + 10 deploys x {16, 1000} slots
+    .venv/bin/python -m bench.deploy_blind_window --quick    # 3 + 3 deploys each
 """
 from __future__ import annotations
 
@@ -51,27 +51,25 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.harness import (  # noqa: E402
+from bench.harness import (
     LAUNCHERS,
-    KernelProcess,
-    StatusReader,
-    atomic_write_text,
-    copy_strategies,
-    done_ids,
+    bench_kernel,
     emit,
     format_table,
-    iso_to_ms,
     log,
     machine_info,
     make_temp_dir,
-    seed_slots,
+    seed_bench_slots,
+    start_running,
     stats,
 )
-from kernel.commands import build_command  # noqa: E402
-from kernel.control import append_commands  # noqa: E402
-from kernel.scheduler import timeframe_ms  # noqa: E402
+from kernel.control import append_commands, atomic_write_text
+from kernel.control_client import build_command
+from kernel.scheduler import timeframe_ms
+from tests.support.kernel_process import KernelProcess
+from tests.support.ledger_reader import ledger_meta, ledger_rows
+from tests.support.status_reader import StatusReader, done_ids, iso_to_ms
+from tests.support.strategy_folders import copy_repo_strategies
 
 NAME = "deploy_blind_window"
 
@@ -137,12 +135,8 @@ class StatusLog(threading.Thread):
 
 
 def ledger_meta_clock(state: Path) -> int | None:
-    db = sqlite3.connect(f"file:{state / 'ledger.sqlite3'}?mode=ro", uri=True, timeout=30)
-    try:
-        row = db.execute("SELECT value FROM meta WHERE key='clock_ms'").fetchone()
-    finally:
-        db.close()
-    return int(float(row[0])) if row and row[0] is not None else None
+    value = ledger_meta(state, "clock_ms")
+    return int(float(value)) if value is not None else None
 
 
 def run_one(n_slots: int, *, speed: float, tick_ms: int, deploys: int, strategy: str,
@@ -150,22 +144,22 @@ def run_one(n_slots: int, *, speed: float, tick_ms: int, deploys: int, strategy:
     tmp = make_temp_dir(f"fs-bench-deploy-{n_slots}-")
     state = tmp / "state"
     state.mkdir()
-    strat_dir = copy_strategies(tmp / "strategies")
+    strat_dir = copy_repo_strategies(tmp / "strategies")
     target = strat_dir / f"{strategy}.py"
     original = target.read_text(encoding="utf-8")
-    configs = seed_slots(state, n_slots)
+    configs = seed_bench_slots(state, n_slots)
     tf_of = {c.id: timeframe_ms(c.timeframe) for c in configs}
     log(f"deploy blind window: {n_slots} slots, speed {speed:g}, tick {tick_ms} ms, {deploys} hot reloads + "
         f"{deploys} restarts, alternating, state {state}")
 
     def new_kernel() -> KernelProcess:
-        return KernelProcess(state, speed=speed, tick_ms=tick_ms, strategies_dir=strat_dir, cash=1e12,
-                             launcher=launcher)
+        return bench_kernel(state, speed=speed, tick_ms=tick_ms, strategies_dir=strat_dir, cash=1e12,
+                            launcher=launcher)
 
     slog = StatusLog(state, speed, every_s=0.1 if n_slots <= 100 else 0.3)
     kernel = new_kernel()
     t_run = time.monotonic()
-    slog.add(kernel.start())
+    slog.add(start_running(kernel))
     slog.start()
     events: list[dict] = []
     boundaries: list[tuple[int, int]] = []  # (last sim ms of a process, its pid), in order
@@ -179,7 +173,7 @@ def run_one(n_slots: int, *, speed: float, tick_ms: int, deploys: int, strategy:
                 cmd = build_command("reload", args={"strategy": strategy}, issued_by="bench")
                 w0 = wall_ms()
                 append_commands(state, [cmd], prune_ids=done_ids(last_status))
-                res, last_status, _ = reader.wait_command(cmd.id, timeout_s=60, proc=kernel)
+                res, last_status, _ = reader.wait_command(cmd.id, timeout=60, abort=kernel.check_alive)
                 w1 = wall_ms()
                 per = ((res.get("detail") or {}).get("strategies") or [{}])[0]
                 events.append({"i": i, "kind": "hot_reload", "start_wall": w0, "end_wall": w1,
@@ -192,7 +186,7 @@ def run_one(n_slots: int, *, speed: float, tick_ms: int, deploys: int, strategy:
                 w_exit = wall_ms()
                 boundaries.append((ledger_meta_clock(state), old_pid))
                 kernel = new_kernel()
-                st = kernel.start()
+                st = start_running(kernel)
                 w_seen = wall_ms()
                 slog.add(st)
                 ready = iso_to_ms(st.get("heartbeat_at"))
@@ -213,10 +207,8 @@ def run_one(n_slots: int, *, speed: float, tick_ms: int, deploys: int, strategy:
             pass
     run_s = time.monotonic() - t_run
 
-    db = sqlite3.connect(f"file:{state / 'ledger.sqlite3'}?mode=ro", uri=True)
-    rows = db.execute("SELECT slot, candle_ms, started_ms, lag_ms, lock_wait_us FROM cycles "
-                      "WHERE started_ms IS NOT NULL ORDER BY started_ms").fetchall()
-    db.close()
+    rows = ledger_rows(state, "SELECT slot, candle_ms, started_ms, lag_ms, lock_wait_us FROM cycles "
+                              "WHERE started_ms IS NOT NULL ORDER BY started_ms")
 
     # Map every cycle start to wall time with the fit of the process that ran it.
     def pid_of(sim: int) -> int:
@@ -227,7 +219,7 @@ def run_one(n_slots: int, *, speed: float, tick_ms: int, deploys: int, strategy:
 
     cyc = []  # (wall start, slot, candle_ms, lag wall ms, lock wait us)
     unmapped = 0
-    for slot, candle, started, lag, lw in rows:
+    for slot, candle, started, lag, lw in (tuple(r.values()) for r in rows):
         a = slog.fit.get(pid_of(started))
         if a is None:
             unmapped += 1

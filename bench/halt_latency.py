@@ -6,7 +6,7 @@ For each tick period (100 ms, the default, and 10 ms):
    state dir, at ``--speed`` 3000 by default, so that candle closes come every tick or so and
    cycles (and their orders) are in flight when the halt lands;
 2. ``--halts`` times: after a random pause (so the write lands at a random point of a tick),
-   the halt is written the way kernelctl writes it (``kernel.commands.halt``: lock, temp file,
+   the halt is written the way kernelctl writes it (``kernel.control_client.halt``: lock, temp file,
    fsync, rename, fsync the folder). The write instant is the moment the rename of
    control.json is issued, taken with ``time.monotonic_ns()`` by wrapping ``os.replace`` in this
    process (the kernel cannot see the halt before it; the writer call's start and end and the
@@ -28,39 +28,37 @@ For each tick period (100 ms, the default, and 10 ms):
 
    then ``release`` (with ``halt: false`` in the same write) and ``resume``, each waited for.
 
-    .venv/bin/python bench/halt_latency.py            # full: 200 halts at 100 ms and at 10 ms
-    .venv/bin/python bench/halt_latency.py --quick    # 30 halts each
+    .venv/bin/python -m bench.halt_latency            # full: 200 halts at 100 ms and at 10 ms
+    .venv/bin/python -m bench.halt_latency --quick    # 30 halts each
 """
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import random
 import shutil
-import sqlite3
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.harness import (  # noqa: E402
+from bench.harness import (
     LAUNCHERS,
-    KernelProcess,
-    StatusReader,
+    bench_kernel,
+    effective_tick_ms,
     emit,
     format_table,
     histogram,
-    effective_tick_ms,
-    iso_to_ms,
     log,
     machine_info,
     make_temp_dir,
+    start_running,
     stats,
 )
-from kernel import commands  # noqa: E402
+from kernel import control_client as commands
+from tests.support.kernel_process import KernelProcess
+from tests.support.ledger_reader import ledger_halt, ledger_rows
+from tests.support.status_reader import StatusReader, iso_to_ms
 
 NAME = "halt_latency"
 
@@ -97,7 +95,7 @@ class RenameClock:
 def _send_and_wait(state: Path, reader: StatusReader, kernel: KernelProcess, action: str) -> dict:
     cmd = commands.build_command(action, issued_by="bench")
     commands.send(state, cmd)
-    res, _, _ = reader.wait_command(cmd.id, timeout_s=30, proc=kernel)
+    res, _, _ = reader.wait_command(cmd.id, timeout=30, abort=kernel.check_alive)
     if res.get("result") != "applied":
         raise RuntimeError(f"{action} was {res.get('result')}: {res.get('error')}")
     return res
@@ -111,12 +109,11 @@ def run_one(tick_ms: int, *, halts: int, speed: float, gap: tuple[float, float],
     state.mkdir()
     control = state / "control.json"
     log(f"tick {tick_ms} ms, speed {speed:g}, 16 demo slots, {halts} halts, state {state}")
-    kernel = KernelProcess(state, speed=speed, tick_ms=tick_ms, demo=True, launcher=launcher)
+    kernel = bench_kernel(state, speed=speed, tick_ms=tick_ms, demo=True, launcher=launcher)
     reader = StatusReader(state, force_s=0.02)
     samples: list[dict] = []
     t_start = time.monotonic()
-    first = kernel.start()
-    db = sqlite3.connect(str(state / "ledger.sqlite3"), timeout=30)
+    first = start_running(kernel)
     try:
         time.sleep(2.0)  # the first candle closes, cycles in flight
         for i in range(halts):
@@ -127,13 +124,12 @@ def run_one(tick_ms: int, *, halts: int, speed: float, gap: tuple[float, float],
                 commands.halt(state, f"bench halt {i}", by="bench")
                 t_ret = time.monotonic_ns()
             write_ns = rc.ns if rc.ns is not None else t_call
-            st, seen_ns = reader.wait(lambda s: s.get("state") == "halted", 30, poll_s=0.0005, proc=kernel)
-            row = db.execute("SELECT value FROM meta WHERE key='halt'").fetchone()
-            meta = json.loads(row[0]) if row else {}
-            observed_ns = meta.get("observed_ns")
-            last_pass, after_obs, after_write = db.execute(
-                "SELECT MAX(passed_ns), SUM(passed_ns > ?), SUM(passed_ns > ?) FROM orders",
-                (observed_ns or 0, write_ns)).fetchone()
+            st, seen_ns = reader.wait(lambda s: s.get("state") == "halted", timeout=30, poll=0.0005,
+                                      abort=kernel.check_alive, what="status halted")
+            observed_ns = ledger_halt(state).get("observed_ns")
+            gate = ledger_rows(state, "SELECT MAX(passed_ns) AS last_pass, SUM(passed_ns > ?) AS after_obs,"
+                                      " SUM(passed_ns > ?) AS after_write FROM orders", (observed_ns or 0, write_ns))[0]
+            last_pass, after_obs, after_write = gate["last_pass"], gate["after_obs"], gate["after_write"]
             obs_tick = (st.get("cycles") or {}).get("halt_observed_tick")
             # The tick at the write, interpolated between the last status before it (tick t0 at
             # heartbeat b0) and the halted one (tick t1 at b1), at the kernel's actual tick rate.
@@ -162,12 +158,12 @@ def run_one(tick_ms: int, *, halts: int, speed: float, gap: tuple[float, float],
             })
             _send_and_wait(state, reader, kernel, "release")
             _send_and_wait(state, reader, kernel, "resume")
-            reader.wait(lambda s: s.get("state") == "running", 30, proc=kernel)
+            reader.wait(lambda s: s.get("state") == "running", timeout=30, abort=kernel.check_alive,
+                        what="status running")
             if (i + 1) % max(1, halts // 10) == 0:
                 log(f"  {i + 1}/{halts} halts")
         final = reader.read() or {}
     finally:
-        db.close()
         rc_exit = kernel.stop()
     run_s = time.monotonic() - t_start
 
@@ -218,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the temp state dirs")
     p.add_argument("--launcher", choices=LAUNCHERS, default="runkernel",
                    help="runkernel: manage.py runkernel (default); direct: the same command without "
-                        "django.setup() (bench/kernel_main.py)")
+                        "django.setup() (python -m kernel)")
     p.add_argument("--name", default=None, help=f"results file name (default {NAME}, {NAME}_quick)")
     a = p.parse_args(argv)
     ticks = [int(x) for x in a.tick_ms.split(",") if x.strip()]

@@ -1,7 +1,7 @@
 """PNG plots of the benchmark distributions, from bench/results/*.json, into docs/img/.
 
-    .venv/bin/python bench/plot.py            # the full runs' results (name.json) -> docs/img/
-    .venv/bin/python bench/plot.py --quick    # the --quick results -> bench/results/img/ (not committed)
+    .venv/bin/python -m bench.plot            # the full runs' results (name.json) -> docs/img/
+    .venv/bin/python -m bench.plot --quick    # the --quick results -> bench/results/img/ (not committed)
 
 A plot whose results file is missing is skipped (and said so on stderr). Needs matplotlib
 (``pip install -e '.[bench]'``).

@@ -5,12 +5,13 @@ In this process (pyinstrument samples the thread it was started on, so each piec
 run on the profiled thread):
 
 1. **cycles**: a ``Kernel`` (in process, ``ManualClock``) on a temp state dir with ``--slots``
-   slots written beforehand (``bench.harness.seed_slots``: the three shipped strategies round
-   robin); the clock is moved to a 15m close and every slot's cycle (``Kernel._cycle``, what a
+   slots written beforehand (``bench.harness.seed_bench_slots``: the three shipped strategies round
+   robin); the clock is moved to a 15m close and every slot's cycle (``Cycles.run_cycle``, what a
    worker runs) is called one after the other, ``--rounds`` closes;
 2. **tick**: the tick thread's share of the same work: the outcomes of those cycles are folded
-   in (``_drain_outcomes``), persisted (``_persist``) and status.json published (``_publish``);
-3. **reload**: ``--reloads`` hot reloads of ema_cross (``Kernel._reload_one``, the work of the
+   in (``Cycles.drain_outcomes``), persisted (``Cycles.persist``) and status.json published
+   (``StatusReport.publish``);
+3. **reload**: ``--reloads`` hot reloads of ema_cross (``Reloader.reload_one``, the work of the
    reload thread: load the new version, check it, smoke evaluation, swap), each after a rewrite
    of the file so that every one is a real swap;
 4. **status endpoint** (``--skip-console`` to leave it out): ``GET /api/kernels/demo`` with a
@@ -21,8 +22,8 @@ Each profile is written as text to ``bench/results/profile_<part>.txt`` (and HTM
 the summary (top functions by self time and by cumulative time in project code, with their
 share of the part's wall time) goes to the JSON line and ``bench/results/profile_hotpaths.json``.
 
-    .venv/bin/python bench/profile_hotpaths.py            # 1,000 slots, 5 rounds, 20 reloads
-    .venv/bin/python bench/profile_hotpaths.py --quick    # 1,000 slots, 2 rounds, 5 reloads
+    .venv/bin/python -m bench.profile_hotpaths            # 1,000 slots, 5 rounds, 20 reloads
+    .venv/bin/python -m bench.profile_hotpaths --quick    # 1,000 slots, 2 rounds, 5 reloads
 """
 from __future__ import annotations
 
@@ -33,25 +34,22 @@ import shutil
 import sys
 import time
 from collections import defaultdict
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from pyinstrument import Profiler
 
-from pyinstrument import Profiler  # noqa: E402
-
-from bench.harness import (  # noqa: E402
-    REPO,
+from bench.harness import (
     RESULTS_DIR,
-    KernelProcess,
-    atomic_write_text,
-    copy_strategies,
+    bench_kernel,
     emit,
     format_table,
     log,
     machine_info,
     make_temp_dir,
-    seed_slots,
+    seed_bench_slots,
+    start_running,
 )
+from kernel.control import atomic_write_text
+from tests.support.strategy_folders import copy_repo_strategies
 
 NAME = "profile_hotpaths"
 INTERVAL_S = 0.0005
@@ -96,7 +94,7 @@ def save(profiler: Profiler, part: str) -> dict:
     return top_functions(profiler.last_session)
 
 
-class _Job:  # what Kernel._cycle needs of a worker's Job (orders check ``abandoned``)
+class _Job:  # what Cycles.run_cycle needs of a worker's Job (orders check ``abandoned``)
     abandoned = False
     started_wall = None
 
@@ -108,8 +106,8 @@ def profile_kernel(n_slots: int, rounds: int, reloads: int) -> dict:
     tmp = make_temp_dir("fs-bench-profile-")
     state = tmp / "state"
     state.mkdir()
-    strat = copy_strategies(tmp / "strategies")
-    seed_slots(state, n_slots)
+    strat = copy_repo_strategies(tmp / "strategies")
+    seed_bench_slots(state, n_slots)
     tf15 = 900_000
     clock = ManualClock(start_ms=(time.time_ns() // 1_000_000 // tf15) * tf15 + 1_000)
     k = Kernel(KernelOptions(state_dir=state, strategies_dir=strat, cash=1e12, workers=2), clock=clock)
@@ -122,14 +120,14 @@ def profile_kernel(n_slots: int, rounds: int, reloads: int) -> dict:
             close = (clock.now_ms() // tf15) * tf15
             prof_c.start()
             for s in list(k.slots.values()):
-                o = k._cycle(_Job(), s.config, close, dict(s.strategy_state), s.state_schema)
-                k._outcomes.put(o)
+                o = k.cycles.run_cycle(_Job(), s.config, close, dict(s.strategy_state), s.state_schema)
+                k.cycles.outcomes.put(o)
                 n_cycles += 1
             prof_c.stop()
             prof_t.start()
-            k._drain_outcomes()
-            k._persist()
-            k._publish()
+            k.cycles.drain_outcomes()
+            k.cycles.persist()
+            k.status.publish()
             k.status_writer.flush() if hasattr(k.status_writer, "flush") else None
             prof_t.stop()
         out["cycles"] = {**save(prof_c, "cycles"), "cycles": n_cycles,
@@ -143,11 +141,11 @@ def profile_kernel(n_slots: int, rounds: int, reloads: int) -> dict:
         results = []
         for i in range(reloads):
             atomic_write_text(target, original + f"\n# profile {i}\n")
-            samples = k._smoke_samples("ema_cross")
+            samples = k.reloader.smoke_samples("ema_cross")
             prof_r.start()
-            r = k._reload_one("ema_cross", samples, None)
+            r = k.reloader.reload_one("ema_cross", samples, None)
             prof_r.stop()
-            k._after_reload(r)
+            k.reloader.after_reload(r)
             results.append(r["result"])
         out["reload"] = {**save(prof_r, "reload"), "reloads": reloads,
                          "ms_per_reload": round(1e3 * sum_durations(prof_r) / reloads, 1),
@@ -184,10 +182,10 @@ def profile_status_endpoint(requests: int) -> dict:
 
     from trading import services
 
-    kernel = KernelProcess(state, speed=60, tick_ms=100, demo=True)
+    kernel = bench_kernel(state, speed=60, tick_ms=100, demo=True)
     try:
         call_command("migrate", verbosity=0, interactive=False)
-        kernel.start()
+        start_running(kernel)
         call_command("addkernel", name="demo", state_dir=str(state), verbosity=0)
         user = get_user_model().objects.create_superuser("bench", "bench@localhost", "bench-password-123")
         _, raw = services.token_create(user=user, name="bench")

@@ -25,42 +25,37 @@ Reported per slot count: cycle lock wait p50/p99/max during the reloads (and, fo
 comparison, during the baseline), cycles measured, missed cycles (sum of
 ``slots[].missed_cycles``), reload results, the swap's lock wait, the reload round trip.
 
-    .venv/bin/python bench/reload_lock.py            # full: 1,000 reloads x {16, 1000} slots
-    .venv/bin/python bench/reload_lock.py --quick    # 100 reloads each
+    .venv/bin/python -m bench.reload_lock            # full: 1,000 reloads x {16, 1000} slots
+    .venv/bin/python -m bench.reload_lock --quick    # 100 reloads each
 """
 from __future__ import annotations
 
 import argparse
 import bisect
 import shutil
-import sqlite3
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.harness import (  # noqa: E402
+from bench.harness import (
     LAUNCHERS,
-    KernelProcess,
-    StatusReader,
-    atomic_write_text,
-    copy_strategies,
-    done_ids,
+    bench_kernel,
     effective_tick_ms,
     emit,
     format_table,
     histogram,
-    iso_to_ms,
     log,
     machine_info,
     make_temp_dir,
-    seed_slots,
+    seed_bench_slots,
+    start_running,
     stats,
 )
-from kernel.commands import build_command  # noqa: E402
-from kernel.control import append_commands  # noqa: E402
+from kernel.control import append_commands, atomic_write_text
+from kernel.control_client import build_command
+from tests.support.ledger_reader import ledger_rows
+from tests.support.status_reader import StatusReader, done_ids, iso_to_ms
+from tests.support.strategy_folders import copy_repo_strategies
 
 NAME = "reload_lock"
 WAIT_EDGES_US = (1, 10, 100, 1_000, 10_000)
@@ -100,23 +95,23 @@ def run_one(n_slots: int, *, reloads: int, speed: float, tick_ms: int, strategy:
     tmp = make_temp_dir(f"fs-bench-reload-{n_slots}-")
     state = tmp / "state"
     state.mkdir()
-    strat_dir = copy_strategies(tmp / "strategies")
+    strat_dir = copy_repo_strategies(tmp / "strategies")
     target = strat_dir / f"{strategy}.py"
     if not target.is_file():
         raise SystemExit(f"no strategy {strategy!r} in strategies/")
     original = target.read_text(encoding="utf-8")
-    configs = seed_slots(state, n_slots)
+    configs = seed_bench_slots(state, n_slots)
     n_target = sum(1 for c in configs if c.strategy == strategy)
     log(f"{n_slots} slots ({n_target} on {strategy}), speed {speed:g}, tick {tick_ms} ms, state {state}")
 
-    kernel = KernelProcess(state, speed=speed, tick_ms=tick_ms, strategies_dir=strat_dir,
-                           cash=1e12, workers=workers, launcher=launcher)
+    kernel = bench_kernel(state, speed=speed, tick_ms=tick_ms, strategies_dir=strat_dir,
+                          cash=1e12, workers=workers, launcher=launcher)
     # status.json is about 1 MB with 1,000 slots: parse it only when it changed (or twice a second).
     reader = StatusReader(state, force_s=0.5)
     samples: list[dict] = []
     t_start = time.monotonic()
     fit = SimClockFit(speed)
-    fit.add(kernel.start())
+    fit.add(start_running(kernel))
     try:
         time.sleep(baseline_s)
         st0 = reader.read()
@@ -133,7 +128,7 @@ def run_one(n_slots: int, *, reloads: int, speed: float, tick_ms: int, strategy:
             cmd = build_command("reload", args={"strategy": strategy}, issued_by="bench")
             t0, w0 = time.monotonic_ns(), wall_ms()
             append_commands(state, [cmd], prune_ids=done_ids(last_status))
-            res, last_status, seen = reader.wait_command(cmd.id, timeout_s=60, proc=kernel)
+            res, last_status, seen = reader.wait_command(cmd.id, timeout=60, abort=kernel.check_alive)
             w1 = wall_ms()
             fit.add(last_status)
             per = ((res.get("detail") or {}).get("strategies") or [{}])[0]
@@ -155,16 +150,14 @@ def run_one(n_slots: int, *, reloads: int, speed: float, tick_ms: int, strategy:
     final = reader.read() or {}
     run_s = time.monotonic() - t_start
 
-    db = sqlite3.connect(f"file:{state / 'ledger.sqlite3'}?mode=ro", uri=True)
-    rows = db.execute("SELECT started_ms, lock_wait_us, duration_us, lag_ms, result, strategy, version "
-                      "FROM cycles").fetchall()
-    db.close()
+    rows = ledger_rows(state, "SELECT started_ms, lock_wait_us, duration_us, lag_ms, result, strategy, version "
+                              "FROM cycles")
     start_sim, end_sim = fit.sim_ms(phase_start_wall), fit.sim_ms(phase_end_wall)
-    during = [r for r in rows if r[0] is not None and start_sim <= r[0] <= end_sim]
-    before = [r for r in rows if r[0] is not None and r[0] < start_sim]
-    waits = [r[1] for r in during if r[1] is not None]
-    base_waits = [r[1] for r in before if r[1] is not None]
-    versions = sorted({r[6] for r in during if r[5] == strategy and r[6] is not None})
+    during = [r for r in rows if r["started_ms"] is not None and start_sim <= r["started_ms"] <= end_sim]
+    before = [r for r in rows if r["started_ms"] is not None and r["started_ms"] < start_sim]
+    waits = [r["lock_wait_us"] for r in during if r["lock_wait_us"] is not None]
+    base_waits = [r["lock_wait_us"] for r in before if r["lock_wait_us"] is not None]
+    versions = sorted({r["version"] for r in during if r["strategy"] == strategy and r["version"] is not None})
 
     # Which reload was in flight when each cycle started (command written -> result seen)?
     # Only a "loaded" reload takes the lock; an "unchanged" one does the same loading and
@@ -174,15 +167,15 @@ def run_one(n_slots: int, *, reloads: int, speed: float, tick_ms: int, strategy:
     starts = [w[0] for w in windows]
     by_kind: dict[str, list[int]] = {}
     for r in during:
-        if r[1] is None:
+        if r["lock_wait_us"] is None:
             continue
-        k = bisect.bisect_right(starts, r[0]) - 1
-        kind = windows[k][2] if k >= 0 and r[0] <= windows[k][1] else "between reloads"
-        by_kind.setdefault(kind, []).append(r[1])
+        k = bisect.bisect_right(starts, r["started_ms"]) - 1
+        kind = windows[k][2] if k >= 0 and r["started_ms"] <= windows[k][1] else "between reloads"
+        by_kind.setdefault(kind, []).append(r["lock_wait_us"])
 
     results = Counter(s["reload_result"] or s["command_result"] for s in samples)
     swap_waits = [s["swap_lock_wait_ms"] for s in samples if s["swap_lock_wait_ms"] is not None]
-    errors = Counter(r[4] for r in during if r[4] not in ("hold", "enter", "exit"))
+    errors = Counter(r["result"] for r in during if r["result"] not in ("hold", "enter", "exit"))
     summary = {
         "slots": n_slots,
         "slots_on_reloaded_strategy": n_target,
@@ -207,8 +200,8 @@ def run_one(n_slots: int, *, reloads: int, speed: float, tick_ms: int, strategy:
         "versions_run_during_reloads": len(versions),
         "swap_lock_wait_ms": stats(swap_waits, 4),
         "reload_round_trip_ms": stats(s["round_trip_ms"] for s in samples),
-        "cycle_duration_us": stats(r[2] for r in during),
-        "cycle_lag_wall_ms": stats([r[3] / speed for r in during if r[3] is not None]),
+        "cycle_duration_us": stats(r["duration_us"] for r in during),
+        "cycle_lag_wall_ms": stats([r["lag_ms"] / speed for r in during if r["lag_ms"] is not None]),
         "effective_tick_ms_during_reloads": effective_tick_ms(st0, last_status),
         "kernel_exit_code": rc,
         "run_s": round(run_s, 1),
@@ -236,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the temp state dirs")
     p.add_argument("--launcher", choices=LAUNCHERS, default="runkernel",
                    help="runkernel: manage.py runkernel (default); direct: the same command without "
-                        "django.setup() (bench/kernel_main.py)")
+                        "django.setup() (python -m kernel)")
     p.add_argument("--name", default=None, help=f"results file name (default {NAME}, {NAME}_quick)")
     a = p.parse_args(argv)
 

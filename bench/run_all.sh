@@ -16,6 +16,7 @@
 # Other arguments (--launcher direct, --keep) go to the kernel benchmarks; the console and
 # profile benchmarks get only --quick (and --keep).
 set -euo pipefail
+# Modules run from the checkout's root: kernel, bench and tests.support import from here.
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PY=${PY:-.venv/bin/python}
 
@@ -33,10 +34,10 @@ done
 quick=()
 for a in "$@"; do [ "$a" = --quick ] && quick=(--quick); done
 
-"$PY" bench/reload_lock.py "$@"
-"$PY" bench/halt_latency.py "$@"
-"$PY" bench/deploy_blind_window.py "$@"
-"$PY" bench/scale.py "$@"
-"$PY" bench/console_load.py "${simple[@]}"
-"$PY" bench/profile_hotpaths.py "${quick[@]}"
-"$PY" bench/plot.py "${quick[@]}"
+"$PY" -m bench.reload_lock "$@"
+"$PY" -m bench.halt_latency "$@"
+"$PY" -m bench.deploy_blind_window "$@"
+"$PY" -m bench.scale "$@"
+"$PY" -m bench.console_load "${simple[@]}"
+"$PY" -m bench.profile_hotpaths "${quick[@]}"
+"$PY" -m bench.plot "${quick[@]}"

@@ -7,7 +7,7 @@ pass and the first failure until they are within ``--precision`` (12.5 % by defa
 
 One run: a fresh temp state dir whose ``N`` slots (all on the strategy; 8 assets, 5m and 15m
 alternating, as the reference deployment) are written **before the kernel starts**, with the
-kernel's own ``Ledger.save_slots``; a real kernel (``python -m kernel``, the runkernel command
+kernel's own ``Ledger.add_slots``; a real kernel (``python -m kernel``, the runkernel command
 without Django; ``--launcher runkernel`` for manage.py) at ``--speed`` 150 (a 5m close every
 2 s of wall time, a 15m close, when all N slots are due at once, every 6 s), ``--tick-ms`` 100,
 8 workers; it runs for ``--closes`` 15m closes (2 by default: about 14 s) after it says
@@ -19,74 +19,51 @@ is at most 1,000 ms, and no cycle was missed (status.json ``cycles.missed``). At
 burst has 2 s before the next close; a burst that passes (p99 under 1 s) fits well inside it,
 so the speed does not change what a burst costs, only how often one comes.
 
-    .venv/bin/python bench/scale.py                  # all four strategies
-    .venv/bin/python bench/scale.py --quick          # hold and ema_cross, doubling only, 1 close
-    .venv/bin/python bench/scale.py --strategies hold --start 1000
+    .venv/bin/python -m bench.scale                  # all four strategies
+    .venv/bin/python -m bench.scale --quick          # hold and ema_cross, doubling only, 1 close
+    .venv/bin/python -m bench.scale --strategies hold --start 1000
 """
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
-import sqlite3
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.harness import (  # noqa: E402
+from bench.harness import (
     LAUNCHERS,
-    KernelProcess,
-    StatusReader,
-    copy_strategies,
+    bench_kernel,
     effective_tick_ms,
     emit,
     format_table,
     log,
     machine_info,
     make_temp_dir,
+    start_running,
     stats,
 )
-from kernel.demo import DEMO_ASSETS, DEMO_TIMEFRAMES  # noqa: E402
-from kernel.ledger import Ledger  # noqa: E402
-from kernel.protocol import SlotConfig  # noqa: E402
+from kernel.demo import DEMO_ASSETS, DEMO_TIMEFRAMES
+from kernel.protocol import SlotConfig
+from tests.support.ledger_reader import ledger_rows
+from tests.support.slot_seeds import seed_slots
+from tests.support.status_reader import StatusReader
+from tests.support.strategy_folders import copy_repo_strategies
+from tests.support.strategy_sources import HOLD
 
 NAME = "scale"
 LAG_LIMIT_MS = 1000.0
 
-HOLD_SOURCE = '''"""hold: the cheapest possible strategy (written by bench/scale.py). Never trades."""
-from kernel.strategy_api import Context, Decision, StrategyParams
-
-
-class Params(StrategyParams):
-    pass
-
-
-def warmup(params: Params) -> int:
-    return 1
-
-
-def evaluate(ctx: Context) -> Decision:
-    return Decision.hold("hold")
-'''
-
 
 def seed(state: Path, n: int, strategy: str) -> None:
-    rows = []
+    """``n`` slots all on ``strategy``: the 8 demo assets, 5m and 15m alternating."""
+    configs = []
     for i in range(n):
         asset = DEMO_ASSETS[(i // len(DEMO_TIMEFRAMES)) % len(DEMO_ASSETS)]
         tf = DEMO_TIMEFRAMES[i % len(DEMO_TIMEFRAMES)]
-        cfg = SlotConfig(id=f"{asset.lower()}-{tf}-{i:05d}", symbol=f"{asset}/USDT", timeframe=tf,
-                         strategy=strategy, order_notional=500.0, max_notional=2_000.0)
-        rows.append({"id": cfg.id, "config": cfg.model_dump(mode="json"), "paused": False, "fault": None,
-                     "strategy_state": {}, "state_schema": None, "cycles": 0, "missed_cycles": 0,
-                     "late_cycles": 0, "errors": 0, "last_cycle_ms": None})
-    ledger = Ledger(state / "ledger.sqlite3")
-    try:
-        ledger.save_slots(rows)
-    finally:
-        ledger.close()
+        configs.append(SlotConfig(id=f"{asset.lower()}-{tf}-{i:05d}", symbol=f"{asset}/USDT", timeframe=tf,
+                                  strategy=strategy, order_notional=500.0, max_notional=2_000.0))
+    seed_slots(state, configs)
 
 
 def run_one(n: int, strategy: str, strat_dir: Path, *, speed: float, tick_ms: int, closes: int,
@@ -96,10 +73,10 @@ def run_one(n: int, strategy: str, strat_dir: Path, *, speed: float, tick_ms: in
     state.mkdir()
     t0 = time.monotonic()
     seed(state, n, strategy)
-    kernel = KernelProcess(state, speed=speed, tick_ms=tick_ms, strategies_dir=strat_dir, cash=1e12,
-                           launcher=launcher)
+    kernel = bench_kernel(state, speed=speed, tick_ms=tick_ms, strategies_dir=strat_dir, cash=1e12,
+                          launcher=launcher)
     t_boot = time.monotonic()
-    first = kernel.start(timeout_s=300)
+    first = start_running(kernel, timeout=300)
     boot_s = time.monotonic() - t_boot
     run_wall_s = closes * 900.0 / speed + 1.5
     try:
@@ -107,16 +84,14 @@ def run_one(n: int, strategy: str, strat_dir: Path, *, speed: float, tick_ms: in
         last = StatusReader(state).read()
         kernel.check_alive()
     finally:
-        rc = kernel.stop(timeout_s=120)
+        rc = kernel.stop(timeout=120)
     final = StatusReader(state).read() or {}
-    db = sqlite3.connect(f"file:{state / 'ledger.sqlite3'}?mode=ro", uri=True)
-    rows = db.execute("SELECT candle_ms, lag_ms, duration_us, result FROM cycles").fetchall()
-    db.close()
-    lags = [r[1] / speed for r in rows if r[1] is not None]
+    rows = ledger_rows(state, "SELECT candle_ms, lag_ms, duration_us, result FROM cycles")
+    lags = [r["lag_ms"] / speed for r in rows if r["lag_ms"] is not None]
     bursts: dict[int, list[float]] = {}
-    for c, lag, _, _ in rows:
-        if lag is not None:
-            bursts.setdefault(c, []).append(lag / speed)
+    for r in rows:
+        if r["lag_ms"] is not None:
+            bursts.setdefault(r["candle_ms"], []).append(r["lag_ms"] / speed)
     full = [max(v) for k, v in bursts.items() if len(v) > n * 0.75]  # the 15m closes: all slots at once
     totals = final.get("cycles") or {}
     lag = stats(lags, 1)
@@ -124,9 +99,9 @@ def run_one(n: int, strategy: str, strat_dir: Path, *, speed: float, tick_ms: in
     res = {
         "slots": n, "strategy": strategy, "pass": ok, "cycles": len(rows),
         "lag_wall_ms": lag, "full_burst_last_start_ms": stats(full, 1),
-        "cycle_duration_us": stats([r[2] for r in rows if r[2]], 0),
+        "cycle_duration_us": stats([r["duration_us"] for r in rows if r["duration_us"]], 0),
         "missed": totals.get("missed"), "late": totals.get("late"), "faults": totals.get("faults"),
-        "results": {k: sum(1 for r in rows if r[3] == k) for k in {r[3] for r in rows}},
+        "results": {k: sum(1 for r in rows if r["result"] == k) for k in {r["result"] for r in rows}},
         "boot_s": round(boot_s, 2), "effective_tick_ms": effective_tick_ms(first, last),
         "status_json_bytes": (state / "status.json").stat().st_size if (state / "status.json").exists() else None,
         "kernel_exit_code": rc, "run_s": round(time.monotonic() - t0, 1),
@@ -190,8 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     name = a.name or (f"{NAME}_quick" if a.quick else NAME)
     machine = machine_info()
     tmp = make_temp_dir("fs-bench-scale-strategies-")
-    strat_dir = copy_strategies(tmp / "strategies")
-    (strat_dir / "hold.py").write_text(HOLD_SOURCE, encoding="utf-8")
+    strat_dir = copy_repo_strategies(tmp / "strategies", extra={"hold": HOLD})
     out = []
     try:
         for s in strategies:

@@ -298,7 +298,7 @@ CELERY_TIMEZONE = TIME_ZONE
 CELERY_ENABLE_UTC = True
 
 # Routing: a task without a queue goes to the console's worker. Deliveries are routed per
-# command to Kernel.queue, halts to "<Kernel.queue>.halt" (trading/services.py); the host's
+# command to Kernel.queue, halts to "<Kernel.queue>.halt" (trading/services/); the host's
 # worker consumes both (-Q <queue>,<queue>.halt).
 CELERY_TASK_DEFAULT_QUEUE = FORESIGHT_CONSOLE_QUEUE
 CELERY_TASK_ROUTES = {

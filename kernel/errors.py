@@ -7,6 +7,11 @@ order / this code / this configuration is wrong".
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pydantic import ValidationError
+
 __all__ = [
     "KernelError",
     "TemporaryError",
@@ -18,6 +23,7 @@ __all__ = [
     "ReloadFailed",
     "BadCommand",
     "OperationalError",
+    "format_validation_error",
 ]
 
 
@@ -79,3 +85,13 @@ class BadCommand(KernelError):
 
 class OperationalError(KernelError):
     """Trading must stop: the kernel is misconfigured or its own state is inconsistent."""
+
+
+def format_validation_error(exc: "ValidationError") -> str:
+    """A pydantic error in one line an operator can act on: the first three problems,
+    each as ``field.path: message``."""
+    parts = []
+    for err in exc.errors()[:3]:
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "value"
+        parts.append(f"{loc}: {err.get('msg')}")
+    return "; ".join(parts)

@@ -15,94 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS orders (
-    client_order_id TEXT PRIMARY KEY,
-    slot TEXT NOT NULL,
-    symbol TEXT NOT NULL,
-    candle_ms INTEGER,
-    intent TEXT NOT NULL,            -- entry | exit | flatten
-    side TEXT NOT NULL,              -- buy | sell
-    qty REAL NOT NULL,
-    ref_price REAL,
-    status TEXT NOT NULL,            -- intent | sent | open | filled | refused | rejected | cancelled | abandoned
-    broker_order_id TEXT,
-    filled_qty REAL NOT NULL DEFAULT 0,
-    avg_price REAL,
-    error TEXT,
-    command_id TEXT,
-    created_ms INTEGER NOT NULL,
-    passed_ns INTEGER,               -- when the order gate let it through (monotonic_ns)
-    updated_ms INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS orders_slot ON orders(slot, created_ms);
-CREATE INDEX IF NOT EXISTS orders_status ON orders(status);
-CREATE TABLE IF NOT EXISTS fills (
-    fill_id TEXT PRIMARY KEY,
-    client_order_id TEXT NOT NULL,
-    slot TEXT NOT NULL,
-    side TEXT NOT NULL,
-    qty REAL NOT NULL,
-    price REAL NOT NULL,
-    fee REAL NOT NULL,
-    ts_ms INTEGER NOT NULL,
-    pnl REAL,                        -- realized P&L of this fill (fees included); null for buys
-    seq INTEGER                      -- order of recording, for "fills since"
-);
-CREATE INDEX IF NOT EXISTS fills_slot ON fills(slot, ts_ms);
-CREATE TABLE IF NOT EXISTS positions (
-    slot TEXT PRIMARY KEY,
-    symbol TEXT NOT NULL,
-    qty REAL NOT NULL DEFAULT 0,
-    cost REAL NOT NULL DEFAULT 0,
-    realized_pnl REAL NOT NULL DEFAULT 0,
-    fees REAL NOT NULL DEFAULT 0,
-    trades INTEGER NOT NULL DEFAULT 0,
-    wins INTEGER NOT NULL DEFAULT 0,
-    round_start_pnl REAL NOT NULL DEFAULT 0  -- realized P&L when the open round trip began
-);
-CREATE TABLE IF NOT EXISTS cycles (
-    slot TEXT NOT NULL,
-    candle_ms INTEGER NOT NULL,
-    strategy TEXT NOT NULL,
-    version INTEGER,
-    sha256 TEXT,
-    started_ms INTEGER,
-    lag_ms INTEGER,
-    lock_wait_us INTEGER,
-    duration_us INTEGER,
-    result TEXT NOT NULL,            -- hold | enter | exit | fault | abandoned | refused:<why> | ...
-    reason TEXT,
-    PRIMARY KEY (slot, candle_ms)
-);
-CREATE TABLE IF NOT EXISTS commands (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    action TEXT NOT NULL,
-    slot TEXT,
-    result TEXT NOT NULL,
-    error TEXT,
-    detail TEXT,
-    at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS slots (
-    id TEXT PRIMARY KEY,
-    config TEXT NOT NULL,
-    paused INTEGER NOT NULL DEFAULT 0,
-    fault TEXT,
-    strategy_state TEXT NOT NULL DEFAULT '{}',
-    state_schema INTEGER,
-    cycles INTEGER NOT NULL DEFAULT 0,
-    missed_cycles INTEGER NOT NULL DEFAULT 0,
-    late_cycles INTEGER NOT NULL DEFAULT 0,
-    errors INTEGER NOT NULL DEFAULT 0,
-    last_cycle_ms INTEGER
-);
-CREATE TABLE IF NOT EXISTS meta (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-"""
+from .ledger_schema import SCHEMA
+
+LEDGER_FILE = "ledger.sqlite3"  # in the kernel's state dir
 
 OPEN_STATUSES = ("intent", "sent", "open")
 
@@ -137,9 +52,19 @@ def _now_ms() -> int:
 
 
 class Ledger:
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
         self.path = Path(path)
+        self.read_only = read_only
         self._lock = threading.RLock()
+        if read_only:
+            # A reader beside a running kernel (the console): never creates, migrates or writes
+            # the file, and gives up soon on a busy one (nothing is concluded from an absence).
+            self._db = sqlite3.connect(
+                f"{self.path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False,
+                isolation_level=None, timeout=2.0,
+            )
+            self._db.row_factory = sqlite3.Row
+            return
         self._db = sqlite3.connect(
             str(self.path), check_same_thread=False, isolation_level=None, timeout=30
         )
@@ -156,7 +81,8 @@ class Ledger:
     def close(self) -> None:
         with self._lock:
             try:
-                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                if not self.read_only:
+                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             finally:
                 self._db.close()
 
@@ -480,6 +406,23 @@ class Ledger:
         d = dict(row)
         d["detail"] = json.loads(d["detail"]) if d["detail"] else None
         return d
+
+    def command_results(self, ids: Iterable[str]) -> dict[str, dict]:
+        """Results of the commands ``ids`` the ledger holds (id -> row), in chunks that stay
+        under SQLite's bound-parameter limit."""
+        ids = list(ids)
+        out: dict[str, dict] = {}
+        with self._lock:
+            for i in range(0, len(ids), 500):
+                chunk = ids[i:i + 500]
+                rows = self._db.execute(
+                    "SELECT id, action, slot, result, error, detail, at FROM commands "
+                    f"WHERE id IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+                for row in rows:
+                    d = dict(row)
+                    d["detail"] = json.loads(d["detail"]) if d["detail"] else None
+                    out[d["id"]] = d
+        return out
 
     def recent_commands(self, limit: int = 200) -> list[dict]:
         with self._lock:

@@ -29,10 +29,16 @@ TIMEFRAMES: dict[str, int] = {  # timeframe -> seconds
     "1d": 86400,
 }
 
-ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
-SLOT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-STRATEGY_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-SYMBOL_RE = re.compile(r"^[A-Z0-9]{1,20}/[A-Z0-9]{1,20}$")
+# The protocol's vocabulary, as patterns: the console's API schemas use these same strings.
+COMMAND_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
+SLOT_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+STRATEGY_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
+SYMBOL_PATTERN = r"^[A-Z0-9]{1,20}/[A-Z0-9]{1,20}$"
+
+ID_RE = re.compile(COMMAND_ID_PATTERN)
+SLOT_ID_RE = re.compile(SLOT_ID_PATTERN)
+STRATEGY_RE = re.compile(STRATEGY_NAME_PATTERN)
+SYMBOL_RE = re.compile(SYMBOL_PATTERN)
 
 KernelState = Literal["starting", "running", "paused", "stopped", "halted"]
 SlotState = Literal["active", "paused", "disabled"]

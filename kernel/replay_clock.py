@@ -22,10 +22,14 @@ import threading
 import time
 from typing import Callable
 
+from .clock import Clock
+
 __all__ = ["ReplayClock"]
 
 
-class ReplayClock:
+class ReplayClock(Clock):
+    kernel_driven = True
+
     def __init__(
         self,
         start_ms: int,

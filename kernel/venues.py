@@ -26,7 +26,7 @@ from .credentials import Credentials, RedactSecrets, load_credentials
 from .errors import OperationalError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .kernel import KernelOptions
+    from .options import KernelOptions
 
 __all__ = ["Venue", "build_venue", "replay_span", "FEEDS", "BROKERS"]
 

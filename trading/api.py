@@ -17,15 +17,13 @@ except ImportError:  # django-ninja < 1.5 takes a (status, body) tuple
     def Status(status_code, value):  # noqa: N802
         return status_code, value
 
-from kernel import commands as kernel_commands
+from kernel.protocol import COMMAND_ID_PATTERN, SLOT_ID_PATTERN
 
 from . import selectors, services
 from .auth import API_AUTH, session_auth
 from .models import ControlCommand
 from .schemas import (
-    COMMAND_ID_PATTERN,
     NAME_PATTERN,
-    SLOT_ID_PATTERN,
     AuditEventOut,
     AuditFilters,
     AuditPageOut,
@@ -154,7 +152,7 @@ def kernel_halt(request, payload: HaltIn, name: str = KernelName, wait: float = 
     kernel = selectors.kernel_get(name)
     command = services.halt_engage(kernel=kernel, actor=_actor(request), reason=payload.reason)
     if command is None:
-        halted = wait > 0 and kernel_commands.wait_state(kernel.state_dir, {"halted"}, wait) is not None
+        halted = wait > 0 and services.halt_wait(state_dir=kernel.state_dir, timeout_s=wait) is not None
         return Status(202, {"command_id": None, "kernel": kernel.name, "action": "halt", "slot_id": "",
                      "status": "applied" if halted else "delivered", "error": "", "detail": None,
                      "audit": "spooled"})
@@ -229,11 +227,7 @@ _slot_action("slot.flatten", "Close this slot's position and pause the slot (all
 def command_get(request, command_id: str = Path(..., pattern=COMMAND_ID_PATTERN)):
     """A command's fate: pending, delivered, applied or rejected (with the kernel's reason), failed, expired."""
     _require(request, "trading.view_controlcommand")
-    command = selectors.command_get(command_id)
-    if not command.is_final:
-        services.status_sync(kernel=command.kernel)
-        command.refresh_from_db()
-    return Status(200, command)
+    return Status(200, services.command_refresh(command=selectors.command_get(command_id)))
 
 
 # ===================================================================== audit
@@ -243,11 +237,10 @@ def command_get(request, command_id: str = Path(..., pattern=COMMAND_ID_PATTERN)
 def audit_list(request, filters: AuditFilters = Query(...)):
     """The append-only audit log, newest first. There is no way to change or delete an event."""
     _require(request, "trading.view_auditevent")
-    qs = selectors.audit_list(action=filters.action, actor=filters.actor, kernel=filters.kernel,
-                              slot=filters.slot, command_id=filters.command_id, since=filters.since,
-                              until=filters.until)
-    items = list(qs[filters.offset:filters.offset + filters.limit])
-    return Status(200, {"count": qs.count(), "limit": filters.limit, "offset": filters.offset, "items": items})
+    return Status(200, selectors.audit_page(offset=filters.offset, limit=filters.limit, action=filters.action,
+                                            actor=filters.actor, kernel=filters.kernel, slot=filters.slot,
+                                            command_id=filters.command_id, since=filters.since,
+                                            until=filters.until))
 
 
 @audit_router.get("/{event_id}", response={200: AuditEventOut, **_READ_ERRORS}, operation_id="audit_get")

@@ -10,5 +10,6 @@ class TradingConfig(AppConfig):
         from django.contrib.auth.signals import user_login_failed
 
         from . import signals
+        from . import tasks  # noqa: F401 - registered here: the services enqueue them by name, and run them eagerly without a broker
 
         user_login_failed.connect(signals.audit_login_failed, dispatch_uid="trading.audit_login_failed")

@@ -1,7 +1,7 @@
 """Console models: kernels, slots and their configs, control commands, the append-only
 audit log, API tokens, and mirrors of what each kernel reports (status, fills, equity).
 
-All writes go through trading/services.py; these classes only describe the data.
+All writes go through trading/services/; these classes only describe the data.
 """
 from __future__ import annotations
 

@@ -7,15 +7,13 @@ from typing import Any, Optional
 from ninja import Field, ModelSchema, Schema
 from pydantic import ConfigDict
 
-from kernel.protocol import TIMEFRAMES
+from kernel.protocol import STRATEGY_NAME_PATTERN, SYMBOL_PATTERN, TIMEFRAMES
 
 from .models import ApiToken, AuditEvent, ControlCommand, Kernel, Slot
 
+# The protocol's patterns (slot ids, strategy names, symbols, command ids) come from
+# kernel.protocol; a kernel's name is the console's own (a slug, as kernel_register checks).
 NAME_PATTERN = r"^[-a-zA-Z0-9_]{1,64}$"
-SLOT_ID_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
-COMMAND_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$"
-STRATEGY_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
-SYMBOL_PATTERN = r"^[A-Z0-9]{1,20}/[A-Z0-9]{1,20}$"
 # A bound on numbers a client may send, so no value can overflow a database column.
 MAX_AMOUNT = 1e15
 
@@ -78,7 +76,7 @@ class SlotConfigPatchIn(Schema):
 
     symbol: Optional[str] = Field(None, pattern=SYMBOL_PATTERN, max_length=41)
     timeframe: Optional[str] = Field(None, description=f"one of {', '.join(TIMEFRAMES)}", max_length=8)
-    strategy: Optional[str] = Field(None, pattern=STRATEGY_PATTERN)
+    strategy: Optional[str] = Field(None, pattern=STRATEGY_NAME_PATTERN)
     params: Optional[dict[str, Any]] = None
     order_notional: Optional[float] = Field(None, gt=0, le=MAX_AMOUNT)
     max_position: Optional[float] = Field(None, gt=0, le=MAX_AMOUNT)
@@ -122,13 +120,13 @@ class CommandAcceptedOut(Schema):
 class ReloadIn(Schema):
     model_config = ConfigDict(extra="forbid")
 
-    strategy: Optional[str] = Field(None, pattern=STRATEGY_PATTERN, description="one strategy; all when absent")
+    strategy: Optional[str] = Field(None, pattern=STRATEGY_NAME_PATTERN, description="one strategy; all when absent")
 
 
 class RollbackIn(Schema):
     model_config = ConfigDict(extra="forbid")
 
-    strategy: str = Field(..., pattern=STRATEGY_PATTERN)
+    strategy: str = Field(..., pattern=STRATEGY_NAME_PATTERN)
 
 
 class HaltIn(Schema):

@@ -1,4 +1,4 @@
-"""Reads of the console's data, for the admin, the API and the CLI (writes are in services.py)."""
+"""Reads of the console's data, for the admin, the API and the CLI (writes are in services/)."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone as dt_timezone
@@ -15,9 +15,12 @@ __all__ = [
     "kernel_get",
     "slot_list",
     "slot_get",
+    "kernel_strategies",
     "command_get",
+    "command_find",
     "command_list",
     "audit_list",
+    "audit_page",
     "audit_get",
     "token_list",
     "token_get",
@@ -36,6 +39,13 @@ def kernel_get(name: str) -> Kernel:
     return kernel
 
 
+def kernel_strategies(*, kernel: Kernel) -> list[str]:
+    """Strategies the kernel reports loaded, and those its slots are configured with."""
+    names = set((kernel.status or {}).get("strategies", {}) or {})
+    names.update(kernel.slots.values_list("strategy", flat=True))
+    return sorted(names)
+
+
 def slot_list(kernel: Kernel) -> QuerySet[Slot]:
     return Slot.objects.filter(kernel=kernel).select_related("kernel")
 
@@ -52,6 +62,11 @@ def command_get(command_id: str) -> ControlCommand:
     if command is None:
         raise NotFound(f"no command {command_id!r}")
     return command
+
+
+def command_find(*, pk: int) -> ControlCommand | None:
+    """The command with this primary key, or None (a task may outlive a row rolled back)."""
+    return ControlCommand.objects.select_related("kernel").filter(pk=pk).first()
 
 
 def command_list(*, kernel: Kernel | None = None, limit: int = 50) -> list[ControlCommand]:
@@ -94,6 +109,26 @@ def audit_list(
     if until is not None:
         qs = qs.filter(at__lte=_aware(until))
     return qs.order_by("-at", "-id")
+
+
+def audit_page(
+    *,
+    offset: int,
+    limit: int,
+    action: str | None = None,
+    actor: str | None = None,
+    kernel: str | None = None,
+    slot: str | None = None,
+    command_id: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> dict[str, Any]:
+    """One page of :func:`audit_list` (same filters): the events from ``offset``, at most
+    ``limit`` of them, and how many match in all."""
+    qs = audit_list(action=action, actor=actor, kernel=kernel, slot=slot, command_id=command_id, since=since,
+                    until=until)
+    items = list(qs[offset:offset + limit])
+    return {"count": qs.count(), "limit": limit, "offset": offset, "items": items}
 
 
 def audit_get(event_id: int) -> AuditEvent:

@@ -1,10 +1,11 @@
-"""Celery tasks: thin. Each takes ids, re-fetches, and calls one service (trading/services.py).
+"""Celery tasks: thin. Each takes ids, re-fetches, and calls one service (trading/services/).
 
 Brokers redeliver (acks_late, a worker killed mid-task, a Redis visibility timeout), so every
 task is idempotent: the services check the command's status before writing, and the kernel
-applies each command id once. Routing is per call, by the services: a delivery goes to
-Kernel.queue (its host's worker), a halt to "<Kernel.queue>.halt"; the periodic tasks are
-sent by beat (CELERY_BEAT_SCHEDULE in settings). Without REDIS_URL they all run eagerly in
+applies each command id once. The services enqueue these tasks by name (their one
+enqueuer, trading/services/task_queue.py, never imports this module) and route per call:
+a delivery goes to Kernel.queue (its host's worker), a halt to "<Kernel.queue>.halt"; the
+periodic tasks are sent by beat (CELERY_BEAT_SCHEDULE in settings). Without REDIS_URL they all run eagerly in
 the calling process, and ``syncstatus --loop`` does the periodic work.
 """
 from __future__ import annotations
@@ -19,8 +20,15 @@ from django.utils import timezone
 
 from kernel.control import ControlError
 
-from . import services
+from . import selectors, services
 from .models import ControlCommand
+from .services.task_queue import (
+    CHECK_STALE_KERNELS,
+    DELIVER_COMMAND,
+    DELIVER_HALT,
+    EXPIRE_COMMANDS,
+    SYNC_HOST_KERNELS,
+)
 
 log = logging.getLogger("trading.tasks")
 
@@ -48,11 +56,11 @@ def _pause_after_write():
     return sleep
 
 
-@shared_task(name="trading.deliver_command", bind=True, acks_late=True, reject_on_worker_lost=True,
+@shared_task(name=DELIVER_COMMAND, bind=True, acks_late=True, reject_on_worker_lost=True,
              max_retries=DELIVERY_RETRIES, ignore_result=True)
 def deliver_command(self, command_pk: int) -> str:
     """Append a command (and its kernel's older pending ones) to control.json on this host."""
-    command = ControlCommand.objects.select_related("kernel").filter(pk=command_pk).first()
+    command = selectors.command_find(pk=command_pk)
     if command is None:
         log.warning("deliver_command: no command with pk %s", command_pk)
         return "unknown"
@@ -70,7 +78,7 @@ def deliver_command(self, command_pk: int) -> str:
     raise self.retry(countdown=countdown)
 
 
-@shared_task(name="trading.deliver_halt", bind=True, acks_late=True, reject_on_worker_lost=True,
+@shared_task(name=DELIVER_HALT, bind=True, acks_late=True, reject_on_worker_lost=True,
              max_retries=HALT_RETRIES, ignore_result=True)
 def deliver_halt(self, command_id: str, state_dir: str, reason: str, by: str) -> str:
     """On the "<queue>.halt" path: write the halt into control.json on this host unless the
@@ -87,19 +95,19 @@ def deliver_halt(self, command_id: str, state_dir: str, reason: str, by: str) ->
         raise self.retry(countdown=_backoff(self.request.retries, 5.0)) from None
 
 
-@shared_task(name="trading.sync_host_kernels", ignore_result=True)
+@shared_task(name=SYNC_HOST_KERNELS, ignore_result=True)
 def sync_host_kernels(queue: str) -> list[dict]:
     """Beat, on the host's queue: sync the kernels whose Kernel.queue is ``queue`` from their files."""
     return services.host_sync(queue=queue)
 
 
-@shared_task(name="trading.check_stale_kernels", ignore_result=True)
+@shared_task(name=CHECK_STALE_KERNELS, ignore_result=True)
 def check_stale_kernels() -> list[str]:
     """Beat, on the console's queue: audit (once per outage) and log at ERROR each silent kernel."""
-    return [k.name for k in services.kernel_stale_check(max_age_s=settings.FORESIGHT_STALE_AFTER_S)]
+    return [k.name for k in services.kernel_stale_check()]  # max age: FORESIGHT_STALE_AFTER_S
 
 
-@shared_task(name="trading.expire_commands", ignore_result=True)
+@shared_task(name=EXPIRE_COMMANDS, ignore_result=True)
 def expire_commands() -> int:
     """Beat, on the console's queue: expire (and audit) commands whose host never took them."""
     return services.commands_expire_due()

@@ -1,4 +1,4 @@
-"""The broker interface every broker presents (paper now, ccxt later), and its types.
+"""The broker interface every broker presents (paper, ccxt), and its types.
 
 Plain Python, no Django. Quantities are in the base currency, prices and fees in
 the quote currency, times in ms since the epoch (UTC). Client order ids are the
@@ -11,7 +11,7 @@ within the deadline, after looking the order up by its client id),
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal
 
 __all__ = [
     "Side",
@@ -82,44 +82,69 @@ class BrokerOrder:
         return self.status in FINAL_STATUSES
 
 
-@runtime_checkable
-class Broker(Protocol):
-    """What the kernel needs from an exchange. Implementations must be thread-safe."""
+class Broker:
+    """What the kernel needs from an exchange. Implementations subclass it and must be
+    thread-safe. The order methods are required; the hooks after them are optional, and
+    their defaults here are what a broker without them means (the kernel calls them all)."""
 
-    name: str
+    name: str | None = None
 
     def place_order(self, req: OrderRequest, *, ref_price: float, now_ms: int) -> BrokerOrder:
         """Place ``req``. Idempotent by ``req.client_order_id``: an id the broker already
         has returns that order unchanged, never a second one. ``ref_price`` is the price
         the kernel saw (the paper broker fills market orders at it, plus slippage).
         Raises ``OrderRejected`` for an order the broker refuses."""
-        ...
+        raise NotImplementedError
 
     def fetch_order(self, client_order_id: str) -> BrokerOrder | None:
         """The order with this client id, or None when the broker never saw it."""
-        ...
+        raise NotImplementedError
 
     def cancel_order(self, client_order_id: str) -> BrokerOrder:
         """Cancel an open order and return it; a final order is returned unchanged.
         Raises ``OrderNotFound`` for an unknown id."""
-        ...
+        raise NotImplementedError
 
     def open_orders(self, symbol: str | None = None) -> list[BrokerOrder]:
         """Orders still open (or partially filled), oldest first, optionally for one symbol."""
-        ...
+        raise NotImplementedError
 
     def balances(self) -> dict[str, float]:
         """Currency -> total (free + used by open orders)."""
-        ...
+        raise NotImplementedError
 
     def mark_price(self, symbol: str, price: float, now_ms: int) -> list[Fill]:
         """Feed a new price for ``symbol``; resting limit orders it crosses fill.
         Returns the new fills (a real exchange's broker returns [])."""
-        ...
+        raise NotImplementedError
 
     def close(self) -> None:
         """Release resources. Idempotent."""
-        ...
+        raise NotImplementedError
+
+    # -- optional hooks: the defaults are what a broker without them means ------
+
+    def use_ledger(self, ledger: Any) -> None:
+        """Handed the kernel's ledger at startup (the ccxt broker looks up an order's
+        symbol there). Default: not needed."""
+
+    def on_tick(self) -> None:
+        """Called once per tick: proof that the tick loop lives (the ccxt broker's dead
+        man's switch). Default: nothing to do."""
+
+    def dust_qty(self, symbol: str) -> float:
+        """The smallest quantity an order of ``symbol`` may have: a position below it is
+        unsellable dust, which the kernel counts as flat. Default 0: no dust rule."""
+        return 0.0
+
+    def cached_balances(self) -> dict[str, float]:
+        """Balances for status.json, which is built on the tick thread: a remote broker
+        answers from a cache refreshed off that thread. Default: :meth:`balances`."""
+        return self.balances()
+
+    def describe(self) -> dict[str, Any]:
+        """What this broker is, for status.json (never its keys)."""
+        return {"name": self.name}
 
 
 def split_symbol(symbol: str) -> tuple[str, str]:

@@ -33,7 +33,7 @@ import threading
 import time
 from typing import Any
 
-from kernel.brokers import BrokerOrder, Fill, OrderRequest, split_symbol
+from kernel.brokers import Broker, BrokerOrder, Fill, OrderRequest, split_symbol
 from kernel.brokers.dead_man_switch import DeadManSwitch
 from kernel.errors import AuthenticationFailed, OrderNotFound, OrderRejected, TemporaryError
 from kernel.exchange_client import DuplicateClientOrderId, ExchangeClient
@@ -46,7 +46,7 @@ _STATUS = {"open": "open", "closed": "filled", "canceled": "cancelled", "cancell
            "expired": "cancelled", "rejected": "rejected"}
 
 
-class CcxtBroker:
+class CcxtBroker(Broker):
     """Orders on ``client``'s exchange. ``retry_budget_s`` bounds how long one call
     (with its retries) may take: keep it well under the kernel's cycle deadline.
     ``fill_wait_s``: how long a market order is polled until it reports final."""

@@ -33,7 +33,7 @@ from decimal import Decimal, localcontext
 from pathlib import Path
 from typing import Callable, Iterator
 
-from kernel.brokers import BrokerOrder, Fill, OrderRequest, split_symbol
+from kernel.brokers import Broker, BrokerOrder, Fill, OrderRequest, split_symbol
 from kernel.errors import OperationalError, OrderNotFound, OrderRejected, TemporaryError
 
 __all__ = ["PaperBroker", "SCHEMA_VERSION"]
@@ -105,7 +105,7 @@ def _buy_cost(qty: float, price: float, fee_rate: float) -> tuple[float, Decimal
     return fee, _dec(qty) * _dec(price) + _dec(fee)
 
 
-class PaperBroker:
+class PaperBroker(Broker):
     """A :class:`kernel.brokers.Broker` that simulates a spot exchange in a SQLite file.
 
     ``path=None`` keeps the exchange in memory (gone on close). ``cash`` seeds the

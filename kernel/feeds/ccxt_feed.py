@@ -30,7 +30,7 @@ from typing import Callable
 
 from kernel.errors import KernelError
 from kernel.exchange_client import ExchangeClient
-from kernel.feeds import FeedError, last_closed_open_ms, timeframe_ms
+from kernel.feeds.feed import FeedError, last_closed_open_ms, timeframe_ms
 from kernel.strategy_api import Candle
 
 __all__ = ["CcxtFeed"]

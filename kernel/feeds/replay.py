@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from kernel.control import atomic_write_text
-from kernel.feeds import FeedError, _as_limit, TIMEFRAMES, last_closed_open_ms, timeframe_ms
+from kernel.feeds.feed import FeedError, _as_limit, TIMEFRAMES, last_closed_open_ms, timeframe_ms
 from kernel.strategy_api import Candle
 
 __all__ = ["ReplayFeed", "csv_name", "parse_csv_name", "read_csv", "write_csv", "export_synthetic"]

@@ -37,7 +37,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from kernel.feeds import FeedError, _as_limit, last_closed_open_ms, timeframe_ms
+from kernel.feeds.feed import FeedError, _as_limit, last_closed_open_ms, timeframe_ms
 from kernel.strategy_api import Candle
 
 __all__ = ["SyntheticFeed", "BASE_PRICES", "MAX_LIMIT"]

@@ -26,61 +26,19 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.checkout import REPO
+from tests.support.ledger_reader import sqlite_rows
+from tests.support.ports import free_port
+from tests.support.processes import clean_env, kill_group, spawn
+from tests.support.waiting import wait_until
+
 WAIT_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(pred: Callable[[], Any], what: str, timeout: float = WAIT_S, poll: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(poll)
-
-
-def _kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL, timeout: float = 30.0) -> None:
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout)
-
-
-def sqlite_rows(path: Path, sql: str, args: tuple = ()) -> list[dict]:
-    """Read a SQLite file (the console's database or a kernel's ledger) with plain sqlite3."""
-    if not path.exists():
-        return []
-    con = sqlite3.connect(path, timeout=30)
-    con.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in con.execute(sql, args).fetchall()]
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return []
-        raise
-    finally:
-        con.close()
 
 
 # ================================================================== redis-server
@@ -108,9 +66,8 @@ class RedisServer:
                 "--protected-mode", "no", "--logfile", str(self.root / f"redis-{self.starts}.log")]
         if appendonly:
             args += ["--appendfsync", "always"]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        wait_for(self.ping, f"redis-server on port {self.port}", timeout=20)
+        self.proc = spawn(args, env=os.environ, log_path=self.root / f"redis-{self.starts}.out", cwd=self.root)
+        wait_until(self.ping, timeout=20, what=f"redis-server on port {self.port}")
         return self
 
     def ping(self) -> bool:
@@ -124,8 +81,8 @@ class RedisServer:
     def kill(self) -> None:
         """SIGKILL: a crash, not a shutdown (nothing is saved)."""
         if self.proc is not None:
-            _kill_group(self.proc)
-            wait_for(lambda: not self.ping(), "redis-server to stop", timeout=10)
+            kill_group(self.proc)
+            wait_until(lambda: not self.ping(), timeout=10, what="redis-server to stop")
 
     def llen(self, key: str) -> int:
         import redis
@@ -159,10 +116,7 @@ class ConsoleShell:
     """A Django process of the console: ``run(code)`` execs ``code`` there and returns its ``result``."""
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self._stderr = open(log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-u", "-c", SHELL_LOOP], cwd=REPO, env=env,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-                                     text=True, start_new_session=True)
+        self.proc = spawn([sys.executable, "-u", "-c", SHELL_LOOP], env=env, log_path=log_path, pipes=True)
         ready = self.proc.stdout.readline()
         assert ready.strip(), f"the console shell did not start:\n{log_path.read_text()[-3000:]}"
 
@@ -182,8 +136,7 @@ class ConsoleShell:
             self.proc.stdin.close()
         except OSError:
             pass
-        _kill_group(self.proc)
-        self._stderr.close()
+        kill_group(self.proc)
 
 
 class Proc:
@@ -198,7 +151,7 @@ class Proc:
 
     def kill9(self) -> None:
         """SIGKILL to the worker and its pool processes: no shutdown, no ack, nothing."""
-        _kill_group(self.proc, signal.SIGKILL)
+        kill_group(self.proc, signal.SIGKILL)
 
 
 class Cluster:
@@ -219,22 +172,15 @@ class Cluster:
         }
 
     def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FORESIGHT_")}
-        env.update(DJANGO_SETTINGS_MODULE="foresight_site.settings", DATABASE_URL=f"sqlite:///{self.db}",
-                   REDIS_URL=self.redis.url, PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
+        env = clean_env(DJANGO_SETTINGS_MODULE="foresight_site.settings", DATABASE_URL=f"sqlite:///{self.db}",
+                        REDIS_URL=self.redis.url, PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
         env.update(self.settings)
         env.update(extra)
         return env
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> Proc:
         log_path = self.root / f"{name}.log"
-        log = open(log_path, "ab")
-        try:
-            proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
-        finally:
-            log.close()
-        p = Proc(name, proc, log_path)
+        p = Proc(name, spawn(args, env=env, log_path=log_path), log_path)
         self.procs.append(p)
         return p
 
@@ -245,7 +191,8 @@ class Cluster:
                                "-n", f"{name}@%h", "-c", str(concurrency), "--loglevel", "INFO",
                                "--without-gossip", "--without-mingle"], self.env(**env))
         if wait:
-            wait_for(lambda: "ready." in p.log()[before:] or not p.alive(), f"worker {name} to be ready")
+            wait_until(lambda: "ready." in p.log()[before:] or not p.alive(), timeout=WAIT_S,
+                       what=f"worker {name} to be ready")
             assert p.alive(), f"worker {name} died:\n{p.log()[-3000:]}"
         return p
 
@@ -274,15 +221,15 @@ class Cluster:
         for shell in self.shells:
             shell.close()
         for p in self.procs:
-            _kill_group(p.proc)
+            kill_group(p.proc)
 
 
 @pytest.fixture(scope="session")
 def console_db_template(tmp_path_factory) -> Path:
     """The console's schema, migrated once (``manage.py migrate``) and copied for each test."""
     path = tmp_path_factory.mktemp("console-db") / "template.sqlite3"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FORESIGHT_") and k != "REDIS_URL"}
-    env.update(DJANGO_SETTINGS_MODULE="foresight_site.settings", DATABASE_URL=f"sqlite:///{path}")
+    env = clean_env(drop=("REDIS_URL",), DJANGO_SETTINGS_MODULE="foresight_site.settings",
+                    DATABASE_URL=f"sqlite:///{path}")
     done = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput"], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -15,43 +15,13 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import atomic_write_text as write_atomic, query
+from kernel.control import atomic_write_text as write_atomic
+from tests.support.ledger_reader import sqlite_rows as query
+from tests.support.strategy_sources import BROKEN_AT_RELOAD as BROKEN
+from tests.support.strategy_sources import HOLD_GOOD as GOOD
+from tests.support.strategy_sources import runtime_fault_source
 
 pytestmark = pytest.mark.integration
-
-GOOD = '''\
-"""Integration-test strategy: holds, says which generation it is."""
-from kernel.strategy_api import Context, Decision, StrategyParams
-
-TAG = "good"
-
-
-class Params(StrategyParams):
-    pass
-
-
-def warmup(params):
-    return 5
-
-
-def evaluate(ctx: Context) -> Decision:
-    return Decision.hold(TAG)
-'''
-
-BROKEN = {
-    "syntax": ("import", 'def evaluate(ctx:\n    return None\n'),
-    "import_error": ("import", 'from .no_such_helper import ema\n' + GOOD),
-    "exception_at_import": ("import", GOOD + '\nraise RuntimeError("boom at import")\n'),
-    "missing_evaluate": ("interface", GOOD.replace("def evaluate(", "def evaluate_v2(")),
-    "params_invalid": ("params", GOOD.replace("    pass\n", "    window: int\n")),
-    "evaluate_raises": ("smoke", GOOD.replace("    return Decision.hold(TAG)",
-                                              '    raise ValueError("bad strategy math")')),
-    "evaluate_hangs": ("budget", "import time\n" + GOOD.replace("    return Decision.hold(TAG)",
-                                                                "    time.sleep(60)\n    return Decision.hold(TAG)")),
-    "mutates_module_state": ("stateless", GOOD.replace(
-        "def evaluate(ctx: Context) -> Decision:\n",
-        "_CALLS = []\n\n\ndef evaluate(ctx: Context) -> Decision:\n    _CALLS.append(ctx.now_ms)\n")),
-}
 
 VICTIM_SLOTS = ("btc-5m", "eth-5m")
 
@@ -99,43 +69,16 @@ def test_every_kind_of_broken_reload_is_rejected_and_the_old_version_keeps_tradi
     assert r["result"] == "applied" and r["detail"]["strategies"][0]["result"] == "unchanged"
 
 
-RUNTIME = '''\
-"""Integration-test strategy: counts its cycles in ctx.state; from cycle {after} on it {what}."""
-import time
-
-from kernel.strategy_api import Context, Decision, StrategyParams
-
-_SEEN = []
-
-
-class Params(StrategyParams):
-    pass
-
-
-def warmup(params):
-    return 5
-
-
-def evaluate(ctx: Context) -> Decision:
-    n = int(ctx.state.get("n", 0)) + 1
-    if n < {after}:  # behaves: gets into a position and holds it
-        if ctx.position > 0:
-            return Decision.hold(f"n={{n}}", {{"n": n}})
-        return Decision.enter(f"n={{n}}", {{"n": n}})
-    {how}
-    if ctx.position > 0:
-        return Decision.exit(f"n={{n}}", {{"n": n}})
-    return Decision.enter(f"n={{n}}", {{"n": n}})
-'''
-
 RUNTIME_FAULTS = {
     # strategy: (slot, source, words expected in the slot's fault)
-    "rt_raise": ("btc-5m", RUNTIME.format(after=4, what="raises", how='raise RuntimeError(f"cycle {n} went wrong")'),
+    "rt_raise": ("btc-5m", runtime_fault_source(after=4, what="raises",
+                                                how='raise RuntimeError(f"cycle {n} went wrong")'),
                  "evaluate raised RuntimeError: cycle 4 went wrong"),
-    "rt_hang": ("eth-5m", RUNTIME.format(after=4, what="hangs past the deadline, then wants to exit",
-                                         how="time.sleep(3)"),
+    "rt_hang": ("eth-5m", runtime_fault_source(after=4, what="hangs past the deadline, then wants to exit",
+                                               how="time.sleep(3)"),
                 "exceeded its deadline"),
-    "rt_mutate": ("sol-5m", RUNTIME.format(after=4, what="changes module-level state", how="_SEEN.append(n)"),
+    "rt_mutate": ("sol-5m", runtime_fault_source(after=4, what="changes module-level state",
+                                                 how="_SEEN.append(n)"),
                   "module-level state"),
 }
 

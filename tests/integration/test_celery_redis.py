@@ -21,7 +21,6 @@ host "remote-b" is one whose files the console must not touch (only its worker d
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import threading
 import time
@@ -30,15 +29,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.celery_cluster import WAIT_S as CLUSTER_WAIT_S
 from tests.integration.celery_cluster import (  # noqa: F401 (fixtures)
-    REPO,
     Cluster,
     cluster,
     console_db_template,
     redis_server,
-    sqlite_rows,
-    wait_for,
 )
+from tests.support.ledger_reader import ledger_rows
+from tests.support.processes import log_tail, spawn
+from tests.support.status_reader import read_control
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -107,7 +108,7 @@ def wait_status(cluster: Cluster, ids: list[str], status: str, timeout: float = 
         return rows if len(rows) == len(ids) and all(r["status"] == status for r in rows.values()) else None
 
     try:
-        return wait_for(done, f"{len(ids)} command(s) to be {status}", timeout=timeout, poll=0.2)
+        return wait_until(done, timeout=timeout, what=f"{len(ids)} command(s) to be {status}", poll=0.2)
     except AssertionError:
         rows = commands(cluster, ids)
         raise AssertionError(f"not all {status}: {Counter(r['status'] for r in rows.values())}; "
@@ -115,7 +116,7 @@ def wait_status(cluster: Cluster, ids: list[str], status: str, timeout: float = 
 
 
 def ledger_commands(state_dir: Path) -> list[dict]:
-    return sqlite_rows(state_dir / "ledger.sqlite3", "SELECT * FROM commands ORDER BY seq")
+    return ledger_rows(state_dir, "SELECT * FROM commands ORDER BY seq")
 
 
 class ControlWatcher:
@@ -131,9 +132,8 @@ class ControlWatcher:
         while not self._stop.is_set():
             for d, seen in self.seen.items():
                 try:
-                    data = json.loads((d / "control.json").read_bytes())
-                    seen.update(c["id"] for c in data.get("commands") or [])
-                except (FileNotFoundError, ValueError):
+                    seen.update(c["id"] for c in (read_control(d) or {}).get("commands") or [])
+                except ValueError:  # never expected (atomic writers), but this thread must keep watching
                     pass
             time.sleep(0.005)
 
@@ -151,7 +151,7 @@ def wait_slots(cluster: Cluster, *names: str) -> None:
         have = {r["name"]: r["n"] for r in rows}
         return all(have.get(n, 0) > 0 for n in names)
 
-    wait_for(synced, f"the workers to sync {', '.join(names)}", timeout=WAIT_S, poll=0.2)
+    wait_until(synced, timeout=WAIT_S, what=f"the workers to sync {', '.join(names)}", poll=0.2)
 
 
 # ================================================================== two kernels, two queues
@@ -198,9 +198,9 @@ def test_commands_reach_only_their_kernels_host_and_every_outcome_is_audited(clu
     kb.wait(lambda s: s["state"] == "halted", what="beta to halt")
     assert ka.status()["state"] != "halted"
     wait_status(cluster, [halt_id], "applied")
-    beta = wait_for(lambda: next((k for k in cluster.rows("SELECT * FROM trading_kernel WHERE name='beta'")
-                                  if k["halt_engaged"] and k["halt_requested_at"] is None), None),
-                    "the console to show beta halted")
+    beta = wait_until(lambda: next((k for k in cluster.rows("SELECT * FROM trading_kernel WHERE name='beta'")
+                                    if k["halt_engaged"] and k["halt_requested_at"] is None), None),
+                      timeout=CLUSTER_WAIT_S, what="the console to show beta halted")
     assert beta["state"] == "halted"
     assert [e["outcome"] for e in audits(cluster, "halt.engaged", [halt_id])] == ["queued"]
     assert len(audits(cluster, "halt.observed")) == 1
@@ -208,8 +208,8 @@ def test_commands_reach_only_their_kernels_host_and_every_outcome_is_audited(clu
 
     # beta stops reporting: the console's worker flags it (audit event once, ERROR log line).
     kb.terminate()
-    wait_for(lambda: [e for e in audits(cluster, "kernel.stale") if e["kernel_name"] == "beta"],
-             "a kernel.stale audit event for beta", timeout=WAIT_S)
+    wait_until(lambda: [e for e in audits(cluster, "kernel.stale") if e["kernel_name"] == "beta"],
+               timeout=WAIT_S, what="a kernel.stale audit event for beta")
     time.sleep(3.0)  # more stale checks run: the outage is still audited once, and logged each time
     assert [e["kernel_name"] for e in audits(cluster, "kernel.stale")].count("beta") == 1
     assert console.log().count("kernel beta is stale") >= 2
@@ -255,7 +255,8 @@ def test_a_worker_killed_mid_delivery_is_redelivered_and_the_command_applied_onc
     [cid] = shell.run(ISSUE, commands=[("alpha", "pause", None)])
     ka.wait(lambda s: any(c["id"] == cid and c["result"] == "applied" for c in s["commands"]),
             what="the kernel to apply the command")
-    wait_for(lambda: "pausing 60.0 s after the write" in slow.log(), "the worker to hold the delivery")
+    wait_until(lambda: "pausing 60.0 s after the write" in slow.log(), timeout=CLUSTER_WAIT_S,
+               what="the worker to hold the delivery")
     slow.kill9()  # after the write, before the record; the task is not acknowledged
     row = commands(cluster, [cid])[cid]
     assert (row["status"], row["delivery_attempts"]) == ("pending", 0)
@@ -317,8 +318,8 @@ def test_with_redis_down_a_local_halt_still_works_and_remote_commands_wait_in_th
     assert [c["id"] for c in ledger_commands(dir_r)].count(pause_id) == 1
     assert len(audits(cluster, "command.applied", [pause_id])) == 1
     assert Counter(e["kernel_name"] for e in audits(cluster, "halt.observed")) == {"local": 1, "remote": 1}
-    wait_for(lambda: cluster.rows("SELECT * FROM trading_kernel WHERE name='remote'")[0]["halt_requested_at"] is None,
-             "the console to clear the remote halt request")
+    wait_until(lambda: cluster.rows("SELECT * FROM trading_kernel WHERE name='remote'")[0]["halt_requested_at"] is None,
+               timeout=CLUSTER_WAIT_S, what="the console to clear the remote halt request")
 
 
 # ================================================================== 1,000 commands, 4 processes
@@ -355,15 +356,14 @@ def test_a_thousand_commands_from_four_processes_are_applied_once_in_issue_order
     issuers = []
     for p in range(4):
         plan = [("alpha" if (p + i) % 2 else "beta", "pause" if (i // 2) % 2 else "resume") for i in range(250)]
-        issuers.append(subprocess.Popen([sys.executable, "-c", ISSUER, json.dumps({"go": str(go), "commands": plan})],
-                                        cwd=REPO, env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                        text=True, start_new_session=True))
+        issuers.append(spawn([sys.executable, "-c", ISSUER, json.dumps({"go": str(go), "commands": plan})],
+                             env=cluster.env(), log_path=tmp_path / f"issuer-{p}.log", pipes=True))
     time.sleep(3.0)  # let them all finish starting Django, then release them together
     go.touch()
     ids = []
-    for proc in issuers:
-        out, err = proc.communicate(timeout=WAIT_S)
-        assert proc.returncode == 0, err[-3000:]
+    for p, proc in enumerate(issuers):
+        out, _ = proc.communicate(timeout=WAIT_S)
+        assert proc.returncode == 0, log_tail(tmp_path / f"issuer-{p}.log", 40)
         ids += json.loads(out)
     assert len(set(ids)) == 1000
 

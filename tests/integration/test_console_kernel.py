@@ -15,25 +15,28 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.integration
+from tests.support.checkout import REPO
+from tests.support.kernel_process import WAIT_S, KernelProcess, runkernel_args
+from tests.support.ledger_reader import sqlite_rows
+from tests.support.ports import free_port
+from tests.support.processes import clean_env, kill_group, spawn
+from tests.support.status_reader import read_status
+from tests.support.strategy_folders import copy_repo_strategies
+from tests.support.waiting import wait_until
 
-REPO = Path(__file__).resolve().parents[2]
-WAIT_S = 60.0
+pytestmark = pytest.mark.integration
 
 CONSOLE_SETTINGS = """\
 from foresight_site.settings import *  # noqa: F401,F403
@@ -56,22 +59,6 @@ print(json.dumps(out))
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_for(pred: Callable[[], Any], what: str, timeout: float = WAIT_S, poll: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(poll)
-
-
 class Console:
     """The console's processes on one temp database, and a kernel on one temp state dir."""
 
@@ -82,22 +69,21 @@ class Console:
         self.state_dir = root / "state"
         self.strategies = root / "strategies"
         self.procs: list[subprocess.Popen] = []
+        self.kernel: KernelProcess | None = None
         self.base_url = ""
         self.tokens: dict[str, str] = {}
         (root / "console_test_settings.py").write_text(
             CONSOLE_SETTINGS.format(spool=str(self.spool), strategies=str(self.strategies)))
-        shutil.copytree(REPO / "strategies", self.strategies, ignore=shutil.ignore_patterns("__pycache__"))
+        copy_repo_strategies(self.strategies)
         self.state_dir.mkdir()
 
     def env(self, database_url: str | None = None) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FORESIGHT_")}
-        env.update(
+        return clean_env(
             DJANGO_SETTINGS_MODULE="console_test_settings",
             PYTHONPATH=os.pathsep.join([str(self.root), str(REPO)]),
             DATABASE_URL=database_url or f"sqlite:///{self.db}",
             PYTHONUNBUFFERED="1",
         )
-        return env
 
     def manage(self, *args: str, database_url: str | None = None, check: bool = True,
                timeout: float = WAIT_S) -> subprocess.CompletedProcess:
@@ -108,9 +94,7 @@ class Console:
         return done
 
     def spawn(self, name: str, *args: str) -> subprocess.Popen:
-        log = open(self.root / f"{name}.log", "wb")
-        proc = subprocess.Popen([sys.executable, "manage.py", *args], cwd=REPO, env=self.env(), stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = spawn([sys.executable, "manage.py", *args], env=self.env(), log_path=self.root / f"{name}.log")
         self.procs.append(proc)
         return proc
 
@@ -122,11 +106,10 @@ class Console:
     def start(self) -> "Console":
         self.manage("migrate", "--noinput", "-v0")
         self.tokens = json.loads(self.manage("shell", "-c", SETUP_USERS).stdout.strip().splitlines()[-1])
-        kernel = self.spawn("kernel", "runkernel", "--state-dir", str(self.state_dir), "--demo", "--speed", "600",
-                            "--strategies-dir", str(self.strategies))
-        _wait_for(lambda: (self.status() or {}).get("pid") == kernel.pid, "the kernel's first status")
+        args = runkernel_args(demo=True, speed=600, strategies_dir=self.strategies)
+        self.kernel = KernelProcess(self.state_dir, args, env=self.env(), log_path=self.root / "kernel.log").start()
         self.manage("addkernel", "--name", "demo", "--state-dir", str(self.state_dir))
-        port = _free_port()
+        port = free_port()
         server = self.spawn("server", "runserver", f"127.0.0.1:{port}", "--noreload")
         self.base_url = f"http://127.0.0.1:{port}"
 
@@ -137,33 +120,22 @@ class Console:
             except OSError:
                 return False
 
-        _wait_for(healthy, "the console's web server")
+        wait_until(healthy, timeout=WAIT_S, what="the console's web server")
         return self
 
     def stop(self) -> None:
         for proc in self.procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(30)
+            kill_group(proc)
+        if self.kernel is not None:
+            self.kernel.cleanup()
 
     # ---------------------------------------------------------------- the kernel's files, the database
 
     def status(self) -> dict | None:
-        try:
-            return json.loads((self.state_dir / "status.json").read_text())
-        except (FileNotFoundError, ValueError):
-            return None
-
-    def control(self) -> dict:
-        return json.loads((self.state_dir / "control.json").read_text())
+        return read_status(self.state_dir)
 
     def query(self, sql: str, args: tuple = ()) -> list[dict]:
-        con = sqlite3.connect(self.db, timeout=30)
-        con.row_factory = sqlite3.Row
-        try:
-            return [dict(r) for r in con.execute(sql, args)]
-        finally:
-            con.close()
+        return sqlite_rows(self.db, sql, args)
 
     def audit(self, action: str, **where: str) -> list[dict]:
         sql = "SELECT * FROM trading_auditevent WHERE action = ?" + "".join(f" AND {k} = ?" for k in where)
@@ -223,8 +195,9 @@ def test_api_commands_reach_the_kernel_and_its_answers_come_back(console):
     code, body = console.api("PATCH", "/api/kernels/demo/slots/btc-5m/config?wait=20",
                              {"params": {"fast": 9, "slow": 21}, "order_notional": 250.0}, token=rita)
     assert (code, body["status"]) == (202, "applied"), body
-    slot = _wait_for(lambda: (lambda b: b if b["running_config"].get("order_notional") == 250.0 else None)(
-        console.api("GET", "/api/kernels/demo/slots/btc-5m", token=rita)[1]), "the new config running")
+    slot = wait_until(lambda: (lambda b: b if b["running_config"].get("order_notional") == 250.0 else None)(
+        console.api("GET", "/api/kernels/demo/slots/btc-5m", token=rita)[1]), timeout=WAIT_S,
+        what="the new config running")
     assert slot["running_config"]["params"] == {"fast": 9, "slow": 21} and slot["config_drift"] == {}
 
 
@@ -268,7 +241,8 @@ def test_halt_through_the_api_works_while_the_database_is_locked(console):
         code, body = console.api("POST", "/api/kernels/demo/halt", {"reason": "database locked"}, token=olga)
         assert code == 202, body
         assert body["audit"] == "spooled" and body["command_id"] is None
-        halted = _wait_for(lambda: (s := console.status()) and s["state"] == "halted" and s, "status halted")
+        halted = wait_until(lambda: (s := console.status()) and s["state"] == "halted" and s, timeout=WAIT_S,
+                            what="status halted")
         assert halted["halt"]["reason"] == "database locked"
         spooled = [json.loads(line) for line in console.spool.read_text().splitlines()]
         assert [e["action"] for e in spooled] == ["halt.engaged"]
@@ -356,7 +330,8 @@ def test_syncstatus_loop_audits_outcomes_with_no_page_open(console):
     subprocess.run(["flock", "-w", "5", "control.lock", "mv", "cmd.tmp", "control.json"], cwd=console.state_dir,
                    check=True)
 
-    events = _wait_for(lambda: console.audit("command.applied", command_id="by-hand-7"), "the loop's audit event")
+    events = wait_until(lambda: console.audit("command.applied", command_id="by-hand-7"), timeout=WAIT_S,
+                        what="the loop's audit event")
 
     assert events[0]["actor"] == "kernel:demo"
     assert console.query("SELECT state FROM trading_slot WHERE slot_id = 'ada-5m'") == [{"state": "paused"}]

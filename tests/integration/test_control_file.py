@@ -4,13 +4,15 @@ Eight processes appending 100 commands each at once: all 800 applied exactly onc
 each writer's order."""
 from __future__ import annotations
 
-import subprocess
 import sys
 import textwrap
 
 import pytest
 
-from .conftest import REPO, WAIT_S, _env, atomic_write_text, query
+from kernel.control import atomic_write_text
+from tests.support.kernel_process import WAIT_S, kernel_env
+from tests.support.ledger_reader import sqlite_rows as query
+from tests.support.processes import log_tail, spawn
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +83,7 @@ def test_bad_control_files_are_reported_and_nothing_of_them_is_applied(kernels):
 
 WRITER = textwrap.dedent('''
     import sys
-    from kernel import commands as ctl
+    from kernel import control_client as ctl
     state_dir, w, slot = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     for i in range(100):
         action = "slot.pause" if i % 2 == 0 else "slot.resume"
@@ -90,15 +92,15 @@ WRITER = textwrap.dedent('''
 ''')
 
 
-def test_eight_writers_at_once_every_command_applied_exactly_once_in_order(kernels):
+def test_eight_writers_at_once_every_command_applied_exactly_once_in_order(kernels, tmp_path):
     k = kernels()
     slots = [s["id"] for s in k.status()["slots"]][:8]
-    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(k.state_dir), str(w), slots[w]],
-                                cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-               for w in range(8)]
-    for w in writers:
-        out, err = w.communicate(timeout=WAIT_S * 2)
-        assert w.returncode == 0, err.decode()
+    logs = [tmp_path / f"writer-{w}.log" for w in range(8)]
+    writers = [spawn([sys.executable, "-c", WRITER, str(k.state_dir), str(w), slots[w]], env=kernel_env(),
+                     log_path=logs[w]) for w in range(8)]
+    for w, log in zip(writers, logs):
+        w.wait(timeout=WAIT_S * 2)
+        assert w.returncode == 0, log_tail(log)
     expected = {f"w{w}-{i:03d}" for w in range(8) for i in range(100)}
     k.wait(lambda s: expected <= applied_ids(k), timeout=WAIT_S, what="all 800 commands applied")
     rows = query(k.state_dir / "ledger.sqlite3",

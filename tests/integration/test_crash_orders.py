@@ -21,17 +21,14 @@ from pathlib import Path
 import pytest
 
 from kernel.crash_points import POINTS, crash_point, parse_plan
+from kernel.feeds.replay import export_synthetic
 from kernel.protocol import SlotConfig
-from tests.integration.kernel_proc import (
-    kernel_env,
-    read_status,
-    rows,
-    start_kernel,
-    wait_exit,
-    write_candles,
-    write_slots,
-    write_strategies,
-)
+from tests.support.kernel_process import KernelProcess, kernel_env
+from tests.support.ledger_reader import sqlite_rows as rows
+from tests.support.slot_seeds import seed_slots
+from tests.support.status_reader import read_status
+from tests.support.strategy_folders import write_strategies
+from tests.support.strategy_sources import FLIPFLOP
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -53,19 +50,17 @@ SCENARIOS = [((point, nth),) for point in POINTS for nth in NTHS] + [
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("crash-world")
-    return {
-        "candles": write_candles(root / "candles", ["BTC/USDT", "ETH/USDT"], ["5m"], START_MS, HOURS),
-        "strategies": write_strategies(root / "strategies"),
-    }
+    export_synthetic(root / "candles", ["BTC/USDT", "ETH/USDT"], ["5m"], START_MS, START_MS + HOURS * 3_600_000,
+                     seed=7)
+    return {"candles": root / "candles", "strategies": write_strategies(root / "strategies", {"flipflop": FLIPFLOP})}
 
 
 def _run(state: Path, world: dict[str, Path], crash: str | None) -> int:
     env = kernel_env(**({"FORESIGHT_CRASH_AT": crash} if crash else {}))
-    proc = start_kernel(
-        state, "--feed", "replay", "--replay-dir", str(world["candles"]), "--speed", "inf",
-        "--strategies-dir", str(world["strategies"]), "--tick-ms", "5", "--cash", str(CASH), env=env,
-    )
-    return wait_exit(proc, timeout=60)
+    kernel = KernelProcess(state, [
+        "--feed", "replay", "--replay-dir", str(world["candles"]), "--speed", "inf",
+        "--strategies-dir", str(world["strategies"]), "--tick-ms", "5", "--cash", str(CASH)], env=env)
+    return kernel.start(wait=False).wait_exit(timeout=60)
 
 
 def _scenario_id(chain) -> str:
@@ -75,7 +70,7 @@ def _scenario_id(chain) -> str:
 @pytest.mark.parametrize("chain", SCENARIOS, ids=[_scenario_id(c) for c in SCENARIOS])
 def test_kill_at_any_point_loses_and_doubles_nothing(tmp_path: Path, world, chain) -> None:
     state = tmp_path / "state"
-    write_slots(state, SLOTS)
+    seed_slots(state, SLOTS)
     for point, nth in chain:
         code = _run(state, world, f"{point}:{nth}")
         log = (state / "kernel.log").read_text(errors="replace")
@@ -163,7 +158,7 @@ def test_control_json_cannot_arm_a_crash(tmp_path: Path, world) -> None:
     import json
 
     state = tmp_path / "state"
-    write_slots(state, SLOTS)
+    seed_slots(state, SLOTS)
     (state / "control.json").write_text(json.dumps({"commands": [
         {"id": "c1", "action": "crash", "args": {"at": "order_placed:1"}},
         {"id": "c2", "action": "slot.configure", "slot": "btc-5m", "args": {"FORESIGHT_CRASH_AT": "order_placed:1"}},

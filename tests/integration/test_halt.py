@@ -11,18 +11,20 @@ the same way.
 """
 from __future__ import annotations
 
-import json
-import os
 import shutil
-import time
-from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from kernel.control import atomic_write_text
 from kernel.protocol import Command
+from tests.support.kernel_process import WAIT_S, kernel_env
+from tests.support.ledger_reader import ledger_halt
+from tests.support.ledger_reader import sqlite_rows as query
+from tests.support.processes import run_python
+from tests.support.status_reader import iso_to_ms
 
-from .conftest import add_flip_slots, atomic_write_text, query, run_python
+from .conftest import add_flip_slots
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -32,28 +34,6 @@ TICK_MS = 250
 # several of them have a cycle in flight that is about to order (all 8 idle at once: ~1e-7).
 TIMEFRAME = "1m"
 FLIP_PARAMS = {"sleep_ms": 300, "jitter_ms": 1200}
-
-
-def wait_fresh_status(k, timeout: float = 30.0) -> dict:
-    """The next status.json the kernel writes. It is published at the end of a tick, so the
-    tick it names has read control.json already and the next read is a tick away: a write
-    made now is due to be seen by tick + 1 (the tick is 250 ms, the write takes a few)."""
-    path = k.state_dir / "status.json"
-    first = os.stat(path)
-    deadline = time.monotonic() + timeout
-    while True:
-        st = os.stat(path)
-        if (st.st_ino, st.st_mtime_ns) != (first.st_ino, first.st_mtime_ns):
-            status = k.status()
-            if status is not None:
-                return status
-        assert time.monotonic() < deadline, "status.json is not being written"
-        time.sleep(0.001)
-
-
-def halt_meta(ledger: Path) -> dict:
-    rows = query(ledger, "SELECT value FROM meta WHERE key='halt'")
-    return json.loads(rows[0]["value"])
 
 
 def check_gate(ledger: Path, observed_ns: int, since_ms: int) -> list[dict]:
@@ -67,27 +47,26 @@ def check_gate(ledger: Path, observed_ns: int, since_ms: int) -> list[dict]:
     return orders
 
 
-def iso_ms(text: str) -> int:
-    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
-
-
 def test_halt_in_flight_restart_release_resume(kernels, strategies_dir, tmp_path):
     k = kernels(strategies=strategies_dir, demo=False, tick_ms=TICK_MS, extra=["--reload-budget-ms", "5000"])
     slots = add_flip_slots(k, 8, timeframe=TIMEFRAME, **FLIP_PARAMS)
     ledger = k.state_dir / "ledger.sqlite3"
     k.wait(lambda s: s["ledger"]["fills"] >= 12, what="orders flowing")
 
-    # -- the halt: a raw atomic write from this process, right after a status write.
-    st = wait_fresh_status(k)
+    # -- the halt: a raw atomic write from this process, right after a status write. That
+    # status is published at the end of a tick, so the tick it names has read control.json
+    # already and the next read is a tick away: a write made now is due to be seen by
+    # tick + 1 (the tick is 250 ms, the write takes a few).
+    st = k.next_status()
     tick_before = st["tick"]
     atomic_write_text(k.state_dir / "control.json", '{"halt": true}')
     st = k.wait(lambda s: s["state"] == "halted", what="halted")
     observed_tick = st["cycles"]["halt_observed_tick"]
     assert observed_tick is not None and 0 < observed_tick - tick_before <= 1, (tick_before, observed_tick)
     assert st["halt"]["engaged"] is True
-    meta = halt_meta(ledger)
+    meta = ledger_halt(k.state_dir)
     observed_ns = meta["observed_ns"]
-    since_ms = iso_ms(meta["since"])
+    since_ms = iso_to_ms(meta["since"])
 
     # -- the ledger is flushed: once the halt's flush is done, a copy of the main
     # database file alone (no -wal) holds every order that passed the gate.
@@ -143,16 +122,17 @@ def test_halt_in_flight_restart_release_resume(kernels, strategies_dir, tmp_path
     k.wait(lambda s: query(ledger, "SELECT COUNT(*) AS n FROM orders WHERE status='filled'")[0]["n"]
            >= orders_before + 4, what="orders after resume")
 
-    # -- a second halt from another process, through the writers' lock (kernel.commands.halt is
+    # -- a second halt from another process, through the writers' lock (kernel.control_client.halt is
     # what kernelctl halt and the console call).
-    done = run_python(f"from kernel.commands import halt; halt({str(k.state_dir)!r}, 'second halt', 'ops')")
+    done = run_python(f"from kernel.control_client import halt; halt({str(k.state_dir)!r}, 'second halt', 'ops')",
+                      env=kernel_env(), timeout=WAIT_S)
     assert done.returncode == 0, done.stderr
     st = k.wait(lambda s: s["state"] == "halted")
     assert st["halt"]["reason"] == "second halt"
-    meta = halt_meta(ledger)
+    meta = ledger_halt(k.state_dir)
     assert meta["reason"] == "second halt"
     assert k.terminate() == 0
-    orders = check_gate(ledger, meta["observed_ns"], iso_ms(meta["since"]))
+    orders = check_gate(ledger, meta["observed_ns"], iso_to_ms(meta["since"]))
     assert any(o["passed_ns"] for o in orders)
     for slot in slots:  # every slot traded at some point
         assert any(o["slot"] == slot and o["status"] == "filled" for o in orders), slot

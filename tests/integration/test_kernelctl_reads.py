@@ -1,5 +1,6 @@
 """``kernelctl status`` and ``kernelctl ledger --json`` read a running kernel's state dir
-(the real command, in its own process, with the kernel-only settings)."""
+(the real command, in its own process; kernelctl is the console's command, so it runs with
+the console's settings, but these reads touch no database)."""
 from __future__ import annotations
 
 import json
@@ -8,14 +9,15 @@ import sys
 
 import pytest
 
-from tests.integration.conftest import REPO, _env
+from tests.support.checkout import REPO
+from tests.support.kernel_process import kernel_env
 
 pytestmark = pytest.mark.integration
 
 
 def kernelctl(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "manage.py", "kernelctl", *args], cwd=REPO, env=_env(),
+        [sys.executable, "manage.py", "kernelctl", *args], cwd=REPO, env=kernel_env(settings="foresight_site.settings"),
         capture_output=True, text=True, timeout=60,
     )
 

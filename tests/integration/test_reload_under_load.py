@@ -14,49 +14,19 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import atomic_write_text as write_atomic, query
+from kernel.control import atomic_write_text as write_atomic
+from tests.support.ledger_reader import sqlite_rows as query
+from tests.support.strategy_sources import tag_helper_source, tagged_source
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-TAGGED = '''\
-"""Integration-test strategy: its reason is this module's TAG and its helper's TAG."""
-from kernel.strategy_api import Context, Decision, StrategyParams
-
-from . import tag_helper as helper
-
-TAG = "{tag}"
-
-
-class Params(StrategyParams):
-    pass
-
-
-def warmup(params):
-    return 5
-
-
-def evaluate(ctx: Context) -> Decision:
-    reason = f"{{TAG}}|{{helper.TAG}}"
-    if ctx.position > 0:
-        return Decision.exit(reason)
-    if ctx.entries_allowed:
-        return Decision.enter(reason)
-    return Decision.hold(reason)
-'''
-
-HELPER = '''\
-"""The tagged strategy's helper, loaded in the same generation."""
-TAG = "{tag}"
-{extra}
-'''
 
 TAGGED_SLOTS = ("btc-5m", "eth-15m", "sol-5m", "doge-15m", "link-5m")
 TF_MS = {"5m": 300_000, "15m": 900_000}
 
 
 def write_version(folder: Path, tag: str, helper_extra: str = "") -> None:
-    write_atomic(folder / "tagged.py", TAGGED.format(tag=tag))
-    write_atomic(folder / "tag_helper.py", HELPER.format(tag=tag, extra=helper_extra))
+    write_atomic(folder / "tagged.py", tagged_source(tag=tag))
+    write_atomic(folder / "tag_helper.py", tag_helper_source(tag=tag, extra=helper_extra))
 
 
 def test_fifty_reloads_under_load_miss_nothing_and_never_mix_versions(kernels, strategies_dir):
@@ -96,7 +66,7 @@ def test_fifty_reloads_under_load_miss_nothing_and_never_mix_versions(kernels, s
     st = k.wait(lambda s: any(c["id"] == cid for c in s["commands"]), what="status.json caught up")
     before = st["strategies"]["tagged"]
     last_tag = sha_tag[before["sha256"]]
-    write_atomic(strategies_dir / "tag_helper.py", HELPER.format(tag=last_tag, extra="# only the helper changed"))
+    write_atomic(strategies_dir / "tag_helper.py", tag_helper_source(tag=last_tag, extra="# only the helper changed"))
     r = k.result(k.send("reload", args={"strategy": "tagged"}))
     entry = r["detail"]["strategies"][0]
     assert entry["result"] == "loaded" and entry["new_sha256"] != before["sha256"], entry

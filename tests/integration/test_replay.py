@@ -6,16 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from kernel.feeds.replay import export_synthetic
 from kernel.protocol import SlotConfig, ms_to_iso
-from tests.integration.kernel_proc import (
-    read_status,
-    rows,
-    start_kernel,
-    wait_exit,
-    write_candles,
-    write_slots,
-    write_strategies,
-)
+from tests.support.kernel_process import KernelProcess
+from tests.support.ledger_reader import sqlite_rows as rows
+from tests.support.slot_seeds import seed_slots
+from tests.support.status_reader import read_status
+from tests.support.strategy_folders import write_strategies
+from tests.support.strategy_sources import FLIPFLOP
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -33,17 +31,19 @@ SLOTS = [
 @pytest.fixture(scope="module")
 def world(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("replay-world")
+    export_synthetic(root / "candles", ["BTC/USDT", "ETH/USDT"], ["5m", "15m"], START_MS,
+                     START_MS + HOURS * 3_600_000, seed=7)
     return {
-        "candles": write_candles(root / "candles", ["BTC/USDT", "ETH/USDT"], ["5m", "15m"], START_MS, HOURS),
-        "strategies": write_strategies(root / "strategies", with_repo=["ema_cross"]),
+        "candles": root / "candles",
+        "strategies": write_strategies(root / "strategies", {"flipflop": FLIPFLOP}, with_repo=["ema_cross"]),
     }
 
 
 def _replay(state: Path, world: dict[str, Path], *args: str) -> None:
-    write_slots(state, SLOTS)
-    proc = start_kernel(state, "--feed", "replay", "--replay-dir", str(world["candles"]),
-                        "--strategies-dir", str(world["strategies"]), "--tick-ms", "5", *args)
-    code = wait_exit(proc, timeout=120)  # a replay stops by itself at its last candle
+    seed_slots(state, SLOTS)
+    kernel = KernelProcess(state, ["--feed", "replay", "--replay-dir", str(world["candles"]),
+                                   "--strategies-dir", str(world["strategies"]), "--tick-ms", "5", *args])
+    code = kernel.start(wait=False).wait_exit(timeout=120)  # a replay stops by itself at its last candle
     assert code == 0, (state / "kernel.log").read_text(errors="replace")[-3000:]
 
 

@@ -16,8 +16,10 @@ from decimal import Decimal
 import pytest
 
 from kernel.protocol import Command
+from tests.support.ledger_reader import ledger_positions, net_fills
+from tests.support.ledger_reader import sqlite_rows as query
 
-from .conftest import add_flip_slots, ledger_positions, net_fills, query
+from .conftest import add_flip_slots
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

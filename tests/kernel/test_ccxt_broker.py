@@ -30,6 +30,10 @@ from kernel.feeds.synthetic import SyntheticFeed
 from kernel.kernel import Kernel, KernelOptions
 from kernel.protocol import SlotConfig, Status
 from tests.kernel.ccxt_http import FakeBinance, FakeOkx, Lost, Reply, fixture
+from tests.support.slot_seeds import seed_slots
+from tests.support.status_reader import read_status
+from tests.support.strategy_sources import flipflop_source
+from tests.support.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 CID = "fs0123456789abcdef0123456789abcd"
@@ -274,10 +278,12 @@ def test_okx_dead_man_switch_is_armed_from_the_tick_loop_and_disarmed_on_stop(ok
     fake, broker = okx
     assert broker.client.has("cancelAllOrdersAfter") and broker.dead_man_switch is not None
     assert fake.cancel_all_after == []  # not armed before the kernel ticks
-    deadline = time.monotonic() + 5
-    while len(fake.cancel_all_after) < 3 and time.monotonic() < deadline:
+
+    def armed_thrice() -> bool:
         broker.on_tick()
-        time.sleep(0.01)
+        return len(fake.cancel_all_after) >= 3
+
+    wait_until(armed_thrice, timeout=5, what="three dead man's switch refreshes", poll=0.01)
     assert fake.cancel_all_after[:3] == ["60", "60", "60"]  # a 60 s timer, refreshed
     assert broker.describe()["dead_man_switch"]["armed"] is True
     time.sleep(0.3)  # no heartbeat for > 2 refresh periods: the switch is left to fire
@@ -369,35 +375,17 @@ def test_runkernel_refuses_unsafe_keys_without_printing_them(tmp_path) -> None:
 
 # ------------------------------------------------------------------ in a kernel
 
-STRATEGY = '''from kernel.strategy_api import Context, Decision, StrategyParams
-
-
-class Params(StrategyParams):
-    pass
-
-
-def warmup(params: Params) -> int:
-    return 3
-
-
-def evaluate(ctx: Context) -> Decision:
-    if ctx.position > 0:
-        return Decision.exit("flip")
-    return Decision.enter("flop") if ctx.entries_allowed else Decision.hold("no entries")
-'''
 T_2205 = 1_699_999_500_000  # a 5m close covered by the recorded klines
 
 
 def _kernel(tmp_path: Path, fake: FakeBinance, clock: ManualClock, creds: Credentials) -> Kernel:
     strategies = tmp_path / "strategies"
     strategies.mkdir(exist_ok=True)
-    (strategies / "flipflop.py").write_text(STRATEGY)
+    (strategies / "flipflop.py").write_text(flipflop_source(warmup=3))
     state = tmp_path / "state"
-    from tests.integration.kernel_proc import write_slots
-
     if not (state / "ledger.sqlite3").exists():
-        write_slots(state, [SlotConfig(id="btc-5m", symbol="BTC/USDT", timeframe="5m", strategy="flipflop",
-                                       order_notional=100.0)])
+        seed_slots(state, [SlotConfig(id="btc-5m", symbol="BTC/USDT", timeframe="5m", strategy="flipflop",
+                                      order_notional=100.0)])
     client = _client("binance", fake, creds)
     feed = CcxtFeed(client, wall_ms=lambda: clock.now_ms() + 30_000, max_wait_ms=0)
     broker = CcxtBroker(client, retry_budget_s=2.0, fill_wait_s=0.2)
@@ -409,10 +397,12 @@ def _cycle(kernel: Kernel, clock: ManualClock, close_ms: int) -> None:
     clock.jump(close_ms - clock.now_ms())
     slot = kernel.slots["btc-5m"]
     before = slot.cycles
-    deadline = time.monotonic() + 20
-    while slot.cycles == before and time.monotonic() < deadline:
+
+    def ticked_past() -> bool:
         kernel.tick_once()
-        time.sleep(0.01)
+        return slot.cycles != before
+
+    wait_until(ticked_past, timeout=20, what="the cycle to finish", poll=0.01)
     assert slot.cycles == before + 1, "the cycle did not finish"
 
 
@@ -444,7 +434,7 @@ def test_a_kernel_trades_through_ccxt_reports_auth_failure_and_never_shows_its_k
         assert slot.last_order["status"] == "rejected"
         _cycle(kernel, clock, T_2205 + 900_000)  # paused: no entry is sent
         assert len(fake.requests_to("POST", "/api/v3/order")) == 3
-        kernel._publish()
+        kernel.status.publish()
         time.sleep(0.2)
     finally:
         kernel.shutdown()
@@ -492,7 +482,7 @@ def test_startup_reconciles_with_binance(tmp_path) -> None:
         assert found["position_mismatches"] == []
     finally:
         kernel.shutdown()
-    status = json.loads((tmp_path / "state" / "status.json").read_text())
+    status = read_status(tmp_path / "state")
     assert status["ledger"]["reconciled"]["summary"] == found["summary"]
 
 
@@ -533,14 +523,14 @@ def test_halt_reports_at_once_and_cancels_on_a_slow_exchange_off_the_tick_thread
         assert resting.status == "open"
         fake.latency_s = 1.5  # every request now takes 1.5 s; the halt waits 0.5 s for its cancels
         kernel.engage_halt("operator test", source="test")
-        status = json.loads((tmp_path / "state" / "status.json").read_text())
+        status = read_status(tmp_path / "state")
         assert status["state"] == "halted" and status["halt"]["cancels_pending"] is True
         assert not fake.requests_to("DELETE", "/api/v3/order"), "the cancel was still in flight"
-        kernel._halt_thread.join(timeout=30)
+        kernel.halt.thread.join(timeout=30)
         kernel.tick_once()
-        kernel._publish()
+        kernel.status.publish()
         time.sleep(0.3)
-        status = json.loads((tmp_path / "state" / "status.json").read_text())
+        status = read_status(tmp_path / "state")
         assert status["halt"]["cancels_pending"] is False
         assert status["halt"]["cancelled_orders"] == ["fs" + "5" * 30] and status["halt"]["cancel_failed"] == []
         assert fake.orders["fs" + "5" * 30]["status"] == "CANCELED"

@@ -30,6 +30,7 @@ from kernel.control import (
     write_status,
 )
 from kernel.protocol import ID_RE, Command, CommandStatus, Status
+from tests.support.status_reader import read_json
 
 # fork: children need not re-import this module (works under any pytest import mode).
 MP = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
@@ -67,7 +68,7 @@ def test_atomic_write_dumps_pydantic_models_and_keeps_mode(tmp_path: Path):
     os.chmod(target, 0o640)
     atomic_write_json(target, Command(id="x2", action="resume"), fsync=False)
     assert target.stat().st_mode & 0o777 == 0o640
-    assert json.loads(target.read_text()) == {
+    assert read_json(target) == {
         "id": "x2", "action": "resume", "slot": None, "args": {}, "issued_by": None, "issued_at": None,
     }
 
@@ -285,7 +286,7 @@ def test_fingerprint_and_digest_change_with_each_version(control: Path):
 
 
 def ids_in(control: Path) -> list[str]:
-    return [c["id"] for c in json.loads(control.read_text())["commands"]]
+    return [c["id"] for c in read_json(control)["commands"]]
 
 
 def test_append_creates_the_file_and_keeps_order(tmp_path: Path):
@@ -321,9 +322,9 @@ def test_prune_removes_done_ids_and_does_not_re_add_them(tmp_path: Path):
 def test_append_keeps_a_hand_written_halt_value(tmp_path: Path):
     control = write(tmp_path / "control.json", '{"halt": "yes"}')
     append_commands(tmp_path, [{"id": "a1", "action": "pause"}])
-    assert json.loads(control.read_text())["halt"] == "yes"
+    assert read_json(control)["halt"] == "yes"
     append_commands(tmp_path, [], halt=None)
-    assert json.loads(control.read_text())["halt"] is None
+    assert read_json(control)["halt"] is None
     assert ids_in(control) == ["a1"]
 
 
@@ -354,7 +355,7 @@ def test_a_halt_overwrites_a_broken_file_and_keeps_a_copy(tmp_path: Path):
 def test_set_halt_wins_over_an_invalid_file(tmp_path: Path):
     control = write(tmp_path / "control.json", '{"halt": false, "hlat": 1}')
     set_halt(tmp_path, "runaway orders", by="alice")
-    halt = json.loads(control.read_text())["halt"]
+    halt = read_json(control)["halt"]
     assert halt["reason"] == "runaway orders" and halt["by"] == "alice" and halt["at"].endswith("Z")
     assert read_control(control).halt is True
 
@@ -364,7 +365,7 @@ def test_clear_halt_and_release_in_one_write(tmp_path: Path):
     set_halt(tmp_path, "test")
     append_commands(tmp_path, [{"id": "a1", "action": "pause"}])
     clear_halt_and_release(tmp_path, Command(id="r1", action="release", issued_by="alice"))
-    data = json.loads(control.read_text())
+    data = read_json(control)
     assert data["halt"] is False
     assert [c["id"] for c in data["commands"]] == ["a1", "r1"]
     assert data["commands"][1] == {"id": "r1", "action": "release", "args": {}, "issued_by": "alice"}

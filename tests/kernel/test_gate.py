@@ -3,12 +3,12 @@ pre-trade risk limits."""
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
 from kernel.errors import GateRefused
 from kernel.gate import OrderGate
+from tests.support.waiting import wait_until
 
 NOW = 1_704_067_200_000
 
@@ -46,24 +46,27 @@ def test_no_order_passes_after_the_halt_is_observed_under_contention():
     refusals: list[str] = []
 
     def trader(i: int) -> None:
-        mine = 0
-        deadline = time.monotonic() + 30
-        while mine < 200 and time.monotonic() < deadline:  # keep trying well past the halt
+        mine: list[str] = []
+
+        def refused_enough() -> bool:  # keep trying well past the halt
             try:
                 passes.append(gate.pass_order(slot=f"s{i}", intent="exit", now_ms=NOW))
             except GateRefused as exc:
                 refusals.append(exc.reason)
-                mine += 1
+                mine.append(exc.reason)
+            return len(mine) >= 200
+
+        wait_until(refused_enough, timeout=30, what=f"trader {i}'s 200 refusals", poll=0)
 
     threads = [threading.Thread(target=trader, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
-    deadline = time.monotonic() + 10
-    while len(passes) < 500 and time.monotonic() < deadline:
-        time.sleep(0.0005)
-    observed = gate.engage_halt()
-    for t in threads:
-        t.join()
+    try:
+        wait_until(lambda: len(passes) >= 500, timeout=10, what="500 passes before the halt", poll=0.0005)
+    finally:  # the traders stop only once halted
+        observed = gate.engage_halt()
+        for t in threads:
+            t.join()
     assert len(passes) >= 500 and len(refusals) == 800, "both sides of the halt were exercised"
     assert set(refusals) == {"halted"}
     assert max(passes) < observed

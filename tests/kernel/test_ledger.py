@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from kernel.ledger import CycleRecord, Ledger
+from tests.support.ledger_reader import sqlite_rows
 
 
 @pytest.fixture
@@ -162,12 +163,8 @@ def test_flush_folds_the_wal_into_the_main_file(ledger, tmp_path):
     ledger.flush()
     copy = tmp_path / "copy.sqlite3"
     shutil.copyfile(tmp_path / "ledger.sqlite3", copy)  # the main file alone, no -wal
-    db = sqlite3.connect(copy)
-    try:
-        assert db.execute("SELECT COUNT(*) FROM orders WHERE status='filled'").fetchone()[0] == 20
-        assert db.execute("SELECT COUNT(*) FROM fills").fetchone()[0] == 20
-    finally:
-        db.close()
+    assert sqlite_rows(copy, "SELECT COUNT(*) AS n FROM orders WHERE status='filled'")[0]["n"] == 20
+    assert sqlite_rows(copy, "SELECT COUNT(*) AS n FROM fills")[0]["n"] == 20
 
 
 def test_slots_round_trip(ledger):

@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -16,6 +15,7 @@ import pytest
 from kernel.brokers import Broker, BrokerOrder, OrderRequest
 from kernel.brokers.paper import PaperBroker
 from kernel.errors import OperationalError, OrderNotFound, OrderRejected
+from tests.support.ledger_reader import sqlite_rows
 
 REPO = Path(__file__).resolve().parents[2]
 SYM = "BTC/USDT"
@@ -237,9 +237,8 @@ def test_reopening_with_another_quote_currency_is_a_misconfiguration(open_broker
 
 def test_the_file_is_in_wal_mode(broker, db):
     broker.place_order(buy("b", 0.1), ref_price=100.0, now_ms=1)
-    with sqlite3.connect(db) as other:
-        assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert other.execute("SELECT COUNT(*) FROM orders").fetchone()[0] == 1
+    assert sqlite_rows(db, "PRAGMA journal_mode")[0]["journal_mode"] == "wal"
+    assert sqlite_rows(db, "SELECT COUNT(*) AS n FROM orders")[0]["n"] == 1
 
 
 CRASH_SCRIPT = """

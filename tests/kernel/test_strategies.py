@@ -15,6 +15,7 @@ import pytest
 from pydantic import ValidationError, create_model
 
 from kernel.strategy_api import Candle, Context, Decision, StrategyParams
+from tests.support.strategy_sources import BREAKS_THE_STATIC_RULES
 
 ind = importlib.import_module("strategies.indicators")
 ema_cross = importlib.import_module("strategies.ema_cross")
@@ -552,7 +553,7 @@ def test_module_has_no_mutable_module_state(path):
 def test_the_static_checks_can_fail(tmp_path):
     """The checks above would catch a bad module (they are not vacuous)."""
     bad = tmp_path / "bad.py"
-    bad.write_text("import strategies.indicators\nCACHE = {}\n")
+    bad.write_text(BREAKS_THE_STATIC_RULES)
     with pytest.raises(AssertionError):
         test_module_imports_follow_the_rules(bad)
     with pytest.raises(AssertionError):

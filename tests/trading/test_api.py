@@ -12,6 +12,7 @@ from django.test import Client
 
 from trading import services
 from trading.models import ApiToken, AuditEvent, ControlCommand, Kernel, Slot
+from tests.support.status_reader import read_control as control_json
 
 pytestmark = pytest.mark.django_db
 
@@ -50,7 +51,7 @@ def risk() -> User:
 
 
 def _control(kernel: Kernel) -> dict:
-    return json.loads(Path(kernel.state_dir, "control.json").read_text())
+    return control_json(kernel.state_dir)
 
 
 # ===================================================================== session auth and CSRF

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import DatabaseError, close_old_connections
 
-from trading import selectors, services
+from trading import services
 
 log = logging.getLogger("trading.syncstatus")
 
@@ -42,13 +42,4 @@ class Command(BaseCommand):
             stop.wait(max(0.05, o["interval"]))
 
     def round(self, stale_after: float) -> list[dict]:
-        summaries = [{"spool_flushed": services.audit_spool_flush()}]
-        for kernel in selectors.kernel_list():
-            try:
-                summaries.append(services.status_sync(kernel=kernel))
-            except DatabaseError:
-                raise
-            except Exception:  # noqa: BLE001 - one broken kernel must not stop the others' sync
-                log.exception("status sync of kernel %s failed", kernel.name)
-        services.kernel_stale_check(max_age_s=stale_after)
-        return summaries
+        return services.kernels_sync(stale_after_s=stale_after)

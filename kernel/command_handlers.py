@@ -1,0 +1,314 @@
+"""What each control-plane action does: one handler per action, in one table.
+
+A handler either finishes at once (returns the result's detail) or hands back a
+:class:`Deferred`: work running elsewhere (the reload thread, a slot's worker) and what
+to do with its result on the tick thread. A rejection is :class:`~kernel.errors.BadCommand`;
+its message is what the operator reads.
+"""
+from __future__ import annotations
+
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
+
+from pydantic import ValidationError
+
+from .changes import Changes
+from .clock import Clock
+from .control_watch import ControlWatch
+from .cycles import Cycles
+from .errors import BadCommand, format_validation_error
+from .execution import Execution
+from .halt import HaltController
+from .ledger import Ledger
+from .protocol import ACTIONS, SLOT_ACTIONS, Command, SlotConfig
+from .reloader import Reloader
+from .run_state import RunState
+from .scheduler import Scheduler
+from .slot_runtime import SlotRuntime
+from .versions import SmokeSample, StrategyLoader, StrategyRegistry, StrategyVersion
+from .workers import Job
+
+__all__ = ["CommandContext", "Deferred", "HANDLERS", "apply_command"]
+
+Finish = Callable[[Any], tuple[str, str | None, dict | None]]
+
+
+class Deferred(NamedTuple):
+    """A command still running: ``finish`` turns its future's result into
+    (result, error, detail) on the tick thread."""
+
+    future: Future
+    finish: Finish
+
+
+@dataclass
+class CommandContext:
+    """The parts of the kernel that commands act on."""
+
+    slots: dict[str, SlotRuntime]
+    run_state: RunState
+    halt: HaltController
+    control: ControlWatch
+    scheduler: Scheduler
+    clock: Clock
+    ledger: Ledger
+    loader: StrategyLoader
+    registry: StrategyRegistry
+    reloader: Reloader
+    execution: Execution
+    cycles: Cycles
+    changes: Changes
+
+
+Handler = Callable[[CommandContext, Command], dict | Deferred]
+
+
+def apply_command(ctx: CommandContext, cmd: Command) -> dict | Deferred:
+    action = cmd.action
+    if action not in ACTIONS:
+        raise BadCommand(f"unknown action {action!r}; known: {', '.join(ACTIONS)}")
+    if action not in SLOT_ACTIONS and cmd.slot is not None:
+        raise BadCommand(f"{action} is a kernel action and takes no slot")
+    return HANDLERS[action](ctx, cmd)
+
+
+# ------------------------------------------------------------------ kernel actions
+
+
+def _start(ctx: CommandContext, cmd: Command) -> dict:
+    if ctx.run_state.running:
+        return {"note": "already running"}
+    ctx.run_state.running = True
+    ctx.scheduler.reset(ctx.clock.now_ms())
+    return {}
+
+
+def _stop(ctx: CommandContext, cmd: Command) -> dict:
+    if not ctx.run_state.running:
+        return {"note": "already stopped"}
+    ctx.run_state.running = False
+    return {}
+
+
+def _pause(ctx: CommandContext, cmd: Command) -> dict:
+    ctx.run_state.paused = True
+    return {}
+
+
+def _resume(ctx: CommandContext, cmd: Command) -> dict:
+    if ctx.halt.engaged:
+        raise BadCommand("halted: release the halt first, then resume")
+    ctx.run_state.paused = False
+    return {}
+
+
+def _release(ctx: CommandContext, cmd: Command) -> dict:
+    if not ctx.halt.engaged:
+        raise BadCommand("not halted")
+    if ctx.control.halt:
+        raise BadCommand("control.json still asks for a halt: write halt false together with the release")
+    released = ctx.halt.release()
+    ctx.run_state.paused = True  # after a release the kernel stays paused until someone resumes it
+    ctx.ledger.meta_set(halt=ctx.halt.state.as_dict(), paused=True)
+    ctx.scheduler.reset(ctx.clock.now_ms())
+    return {"released": released, "note": "kernel paused: resume to trade"}
+
+
+def _reload(ctx: CommandContext, cmd: Command) -> Deferred:
+    name = cmd.args.get("strategy")
+    if name is not None:
+        if not isinstance(name, str) or not ctx.loader.exists(name):
+            raise BadCommand(f"no strategy {name!r} in strategies/")
+        names = [name]
+    else:
+        names = sorted(ctx.registry.current) or sorted({s.config.strategy for s in ctx.slots.values()})
+    samples = {n: ctx.reloader.smoke_samples(n) for n in names}
+
+    def work() -> list[dict]:
+        return [ctx.reloader.reload_one(n, samples[n], cmd.id) for n in names]
+
+    def finish(results: list[dict]) -> tuple[str, str | None, dict]:
+        for r in results:
+            ctx.reloader.after_reload(r)
+        failed = [r for r in results if r["result"] in ("failed", "abandoned")]
+        detail = {"strategies": results}
+        if failed:
+            return "rejected", "; ".join(f"{r['strategy']}: {r['error']}" for r in failed), detail
+        return "applied", None, detail
+
+    return Deferred(ctx.reloader.submit(work), finish)
+
+
+def _rollback(ctx: CommandContext, cmd: Command) -> Deferred:
+    name = cmd.args.get("strategy")
+    if not isinstance(name, str) or not name:
+        raise BadCommand("rollback needs args.strategy")
+    if name not in ctx.registry.current:
+        raise BadCommand(f"strategy {name!r} is not loaded")
+    if name not in ctx.registry.previous:
+        raise BadCommand(f"no previous version of {name} to roll back to")
+
+    def work() -> dict:
+        old = ctx.registry.get(name)
+        cur, prev, waited = ctx.registry.rollback(name)
+        return {"strategy": name, "result": "rolled_back", "error": None, "lock_wait_ms": waited,
+                "old_sha256": old.sha256 if old else None, "new_sha256": cur.sha256,
+                "version": cur.number, "command_id": cmd.id}
+
+    def finish(r: dict) -> tuple[str, None, dict]:
+        ctx.reloader.after_reload(r)
+        return "applied", None, r
+
+    return Deferred(ctx.reloader.submit(work), finish)
+
+
+# ------------------------------------------------------------------ slot actions
+
+
+def _slot_for(ctx: CommandContext, cmd: Command) -> SlotRuntime:
+    if not cmd.slot:
+        raise BadCommand(f"{cmd.action} needs a slot")
+    slot = ctx.slots.get(cmd.slot)
+    if slot is None:
+        raise BadCommand(f"unknown slot {cmd.slot!r}")
+    return slot
+
+
+def _slot_pause(ctx: CommandContext, cmd: Command) -> dict:
+    slot = _slot_for(ctx, cmd)
+    slot.paused = True
+    ctx.changes.mark_slot(slot.id)
+    return {}
+
+
+def _slot_resume(ctx: CommandContext, cmd: Command) -> dict:
+    slot = _slot_for(ctx, cmd)
+    if ctx.halt.engaged:
+        raise BadCommand("halted: release the halt first")
+    if not ctx.registry.get(slot.config.strategy):
+        raise BadCommand(f"strategy {slot.config.strategy} has no loaded version: reload it first")
+    cleared = slot.fault
+    slot.paused = False
+    slot.fault = None
+    ctx.changes.mark_slot(slot.id)
+    return {"cleared_fault": cleared} if cleared else {}
+
+
+def _slot_flatten(ctx: CommandContext, cmd: Command) -> Deferred:
+    slot = _slot_for(ctx, cmd)
+    slot.paused = True  # so the strategy does not re-enter at its next cycle
+    ctx.changes.mark_slot(slot.id)
+    fut: Future = Future()
+
+    def run(job: Job) -> dict:
+        return ctx.execution.flatten(slot, command_id=cmd.id)
+
+    ctx.cycles.submit_flatten(slot, run, fut)
+
+    def finish(r: dict) -> tuple[str, str | None, dict]:
+        if r.get("error"):
+            return "rejected", r["error"], r
+        return "applied", None, r
+
+    return Deferred(fut, finish)
+
+
+def _slot_configure(ctx: CommandContext, cmd: Command) -> dict | Deferred:
+    slot = _slot_for(ctx, cmd)
+    args = dict(cmd.args)
+    args.pop("id", None)
+    merged = {**slot.config.model_dump(mode="json"), **args, "id": slot.id}
+    try:
+        cfg = SlotConfig.model_validate(merged)
+    except ValidationError as exc:
+        raise BadCommand(f"invalid slot config: {format_validation_error(exc)}") from exc
+    return _with_strategy(ctx, cfg, lambda: _configure(ctx, slot, cfg))
+
+
+def _slot_add(ctx: CommandContext, cmd: Command) -> dict | Deferred:
+    args = dict(cmd.args)
+    if cmd.slot and args.get("id", cmd.slot) != cmd.slot:
+        raise BadCommand("slot and args.id disagree")
+    args.setdefault("id", cmd.slot)
+    try:
+        cfg = SlotConfig.model_validate(args)
+    except ValidationError as exc:
+        raise BadCommand(f"invalid slot config: {format_validation_error(exc)}") from exc
+    if cfg.id in ctx.slots:
+        raise BadCommand(f"slot {cfg.id!r} exists; use slot.configure")
+    return _with_strategy(ctx, cfg, lambda: _add_slot(ctx, cfg))
+
+
+def _with_strategy(ctx: CommandContext, cfg: SlotConfig, apply: Callable[[], dict]) -> dict | Deferred:
+    """Check cfg.params against the strategy's params model, loading it first (on the
+    reload thread) if no version of it runs yet."""
+    if not ctx.loader.exists(cfg.strategy):
+        raise BadCommand(f"no strategy {cfg.strategy!r} in strategies/")
+    version = ctx.registry.get(cfg.strategy)
+    if version is not None:
+        _validate_params(version, cfg)
+        return apply()
+
+    # A first load passes the same checks as a reload: this slot's params, and a smoke
+    # evaluation on its recent candles (with the state and position it will start from).
+    existing = ctx.slots.get(cfg.id)
+    keeps_state = existing is not None and existing.config.strategy == cfg.strategy
+    sample = SmokeSample(
+        slot=cfg.id, symbol=cfg.symbol, timeframe=cfg.timeframe, params=dict(cfg.params), candles=(),
+        position=existing.position_qty if existing else 0.0,
+        entry_price=existing.entry_price if existing else None,
+        state=dict(existing.strategy_state) if keeps_state else {},
+        state_schema=existing.state_schema if keeps_state else None,
+    )
+
+    def work() -> dict:
+        return ctx.reloader.reload_one(cfg.strategy, [sample], None)
+
+    def finish(r: dict) -> tuple[str, str | None, dict]:
+        ctx.reloader.after_reload(r)
+        v = ctx.registry.get(cfg.strategy)
+        if v is None:
+            raise BadCommand(f"strategy {cfg.strategy} did not load: {r.get('error')}")
+        _validate_params(v, cfg)
+        return "applied", None, apply()
+
+    return Deferred(ctx.reloader.submit(work), finish)
+
+
+def _validate_params(version: StrategyVersion, cfg: SlotConfig) -> None:
+    try:
+        version.params(cfg.params)
+    except ValidationError as exc:
+        raise BadCommand(f"invalid params for {cfg.strategy}: {format_validation_error(exc)}") from exc
+
+
+def _configure(ctx: CommandContext, slot: SlotRuntime, cfg: SlotConfig) -> dict:
+    slot.pending_config = cfg
+    ctx.changes.mark_slot(slot.id)
+    if not slot.busy:
+        slot.apply_pending_config(scheduler=ctx.scheduler, clock=ctx.clock, changes=ctx.changes)
+    return {"config": cfg.model_dump(mode="json")}
+
+
+def _add_slot(ctx: CommandContext, cfg: SlotConfig) -> dict:
+    ctx.slots[cfg.id] = SlotRuntime(config=cfg)
+    ctx.scheduler.add(cfg.id, cfg.timeframe, ctx.clock.now_ms())
+    ctx.changes.mark_slot(cfg.id)
+    return {"config": cfg.model_dump(mode="json")}
+
+
+HANDLERS: dict[str, Handler] = {
+    "start": _start,
+    "stop": _stop,
+    "pause": _pause,
+    "resume": _resume,
+    "reload": _reload,
+    "rollback": _rollback,
+    "release": _release,
+    "slot.pause": _slot_pause,
+    "slot.resume": _slot_resume,
+    "slot.flatten": _slot_flatten,
+    "slot.configure": _slot_configure,
+    "slot.add": _slot_add,
+}

@@ -1,0 +1,314 @@
+"""Cycles: which are due, the cycle itself (on a worker), deadlines, and folding each
+outcome into its slot on the tick thread.
+
+A cycle pins the strategy version it starts with, evaluates it on the feed's candles,
+and hands its decision to the order path; the tick thread alone changes slot state, from
+the outcomes the workers queue. A cycle past its deadline is abandoned: its worker is
+replaced, its orders are refused, its slot paused.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+import types
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from pydantic import ValidationError
+
+from .brokers import Broker
+from .changes import Changes
+from .clock import Clock
+from .cycle_stats import CycleStats
+from .errors import StrategyFault, format_validation_error
+from .execution import Execution
+from .ledger import CycleRecord, Ledger
+from .protocol import SlotConfig, ms_to_iso
+from .scheduler import Scheduler
+from .slot_runtime import EPS, SlotRuntime
+from .strategy_api import ENTER, EXIT, Context
+from .versions import StrategyRegistry, migrate, run_evaluate
+from .workers import Job, WorkerPool
+
+__all__ = ["CycleOutcome", "Cycles"]
+
+log = logging.getLogger("kernel")
+
+
+@dataclass
+class CycleOutcome:
+    slot: str
+    close_ms: int
+    strategy: str
+    version: int | None = None
+    sha256: str | None = None
+    started_ms: int | None = None
+    lag_ms: int | None = None
+    lock_wait_ns: int = 0
+    duration_us: int = 0
+    result: str = "hold"
+    reason: str | None = None
+    state: dict[str, Any] | None = None
+    state_schema: int | None = None
+    fault: str | None = None
+    order: dict[str, Any] | None = None
+    job: Job | None = None  # the job that ran it: whether it was abandoned is that job's, not the slot's
+
+
+class Cycles:
+    def __init__(self, *, slots: dict[str, SlotRuntime], scheduler: Scheduler, clock: Clock, feed: Any,
+                 broker: Broker, registry: StrategyRegistry, execution: Execution, ledger: Ledger,
+                 changes: Changes, workers: int, cycle_deadline_ms: int, late_after_ms: int) -> None:
+        self._slots = slots
+        self._scheduler = scheduler
+        self._clock = clock
+        self._feed = feed
+        self._broker = broker
+        self._registry = registry
+        self._execution = execution
+        self._ledger = ledger
+        self._changes = changes
+        self._deadline_ms = cycle_deadline_ms
+        self._late_after_ms = late_after_ms
+        self.stats = CycleStats()
+        self.outcomes: queue.SimpleQueue[CycleOutcome] = queue.SimpleQueue()
+        self.pool = WorkerPool(workers, self._on_job_done)
+
+    # ------------------------------------------------------------ dispatch (tick thread)
+
+    def dispatch_due(self) -> None:
+        now = self._clock.now_ms()
+        totals = self.stats.totals
+        for due in self._scheduler.due(now):
+            slot = self._slots.get(due.slot_id)
+            if slot is None or not slot.config.enabled:
+                continue
+            if due.missed:
+                slot.missed_cycles += due.missed
+                totals["missed"] += due.missed
+                self._changes.mark_slot(slot.id)
+            if slot.busy:
+                slot.missed_cycles += 1  # never two cycles of one slot at once
+                totals["missed"] += 1
+                self._changes.mark_slot(slot.id)
+                continue
+            if slot.pending_config is not None:
+                slot.apply_pending_config(scheduler=self._scheduler, clock=self._clock, changes=self._changes)
+            cfg = slot.config
+            slot.inflight = self.pool.submit(
+                self.run_cycle, cfg, due.close_ms, dict(slot.strategy_state), slot.state_schema,
+                key=slot.id, meta=("cycle", due.close_ms),
+            )
+
+    def submit_flatten(self, slot: SlotRuntime, run: Callable[[Job], dict], fut: Future) -> None:
+        """Run a flatten as the slot's next job; its result resolves ``fut``."""
+        # Never two jobs of one slot at once: wait for an in-flight cycle.
+        if slot.busy:
+            threading.Timer(0.01, self.submit_flatten, args=(slot, run, fut)).start()
+            return
+        slot.inflight = self.pool.submit(run, key=slot.id, meta=("flatten", fut))
+
+    def _on_job_done(self, job: Job) -> None:
+        kind, info = job.meta
+        if kind == "flatten":
+            fut: Future = info
+            if job.error is not None:
+                fut.set_result({"error": f"{type(job.error).__name__}: {job.error}"})
+            else:
+                fut.set_result(job.result)
+            return
+        if job.error is not None:
+            out = CycleOutcome(slot=job.key, close_ms=info, strategy="?", result="fault",
+                               fault=f"internal error: {type(job.error).__name__}: {job.error}")
+            log.error("cycle %s@%s crashed", job.key, info, exc_info=job.error)
+        else:
+            out = job.result
+        out.job = job
+        self.outcomes.put(out)
+
+    # ------------------------------------------------------------ the cycle (a worker)
+
+    def run_cycle(self, job: Job, cfg: SlotConfig, close_ms: int, state: dict,
+                  state_schema: int | None) -> CycleOutcome:
+        started_ms = self._clock.now_ms()
+        t0 = time.perf_counter_ns()
+        out = CycleOutcome(slot=cfg.id, close_ms=close_ms, strategy=cfg.strategy, started_ms=started_ms,
+                           lag_ms=started_ms - close_ms)
+        version, waited = self._registry.pin(cfg.strategy)  # the version this whole cycle runs
+        out.lock_wait_ns = waited
+        if version is None:
+            out.result, out.reason = "no_version", f"strategy {cfg.strategy} has no loaded version"
+            return out
+        out.version, out.sha256 = version.number, version.sha256
+        slot = self._slots.get(cfg.id)
+        try:
+            params = version.params(cfg.params)
+            candles = tuple(self._feed.candles(cfg.symbol, cfg.timeframe, close_ms, version.warmup(params)))
+            state = migrate(version, state, state_schema)
+            position = slot.position_qty if slot else 0.0
+            if 0 < position < self._broker.dust_qty(cfg.symbol):
+                position = 0.0  # less than the exchange's smallest order: unsellable dust, the slot is flat
+            ctx = Context(
+                slot=cfg.id, symbol=cfg.symbol, timeframe=cfg.timeframe, now_ms=close_ms,
+                candles=candles, position=position, entry_price=slot.entry_price if slot else None,
+                params=params, state=types.MappingProxyType(state),
+                entries_allowed=self._execution.entries_allowed(slot),
+            )
+            decision = run_evaluate(version, ctx)
+            if version.state_changed():
+                version.tainted = "evaluate changed module-level state"
+                raise StrategyFault(
+                    "evaluate changed module-level state: strategies must be stateless"
+                )
+            if decision.state is not None:
+                json.dumps(decision.state)  # must be storable
+        except StrategyFault as exc:
+            out.result, out.fault, out.reason = "fault", str(exc), str(exc)
+            return out
+        except ValidationError as exc:
+            out.result = "fault"
+            out.fault = out.reason = (f"params invalid for {cfg.strategy} v{version.number}: "
+                                      f"{format_validation_error(exc)}")
+            return out
+        except (TypeError, ValueError) as exc:
+            out.result, out.fault = "fault", f"state not storable: {exc}"
+            out.reason = out.fault
+            return out
+        except Exception as exc:  # noqa: BLE001 - a feed error is this cycle's, not the kernel's
+            out.result, out.reason = "error", f"{type(exc).__name__}: {exc}"
+            return out
+        out.state = decision.state
+        out.state_schema = version.state_schema
+        out.reason = decision.reason[:200] if decision.reason else None
+        out.result = decision.action
+        if candles and slot is not None:
+            price = candles[-1].close
+            slot.last_price = price
+            key = str(close_ms)
+            if decision.action == ENTER and position <= EPS:
+                qty = cfg.order_notional / price
+                out.order = self._execution.send(slot=slot, cfg=cfg, intent="entry", side="buy", qty=qty,
+                                                 price=price, candle_ms=close_ms, key=key, job=job)
+            elif decision.action == EXIT and position > EPS:
+                out.order = self._execution.send(slot=slot, cfg=cfg, intent="exit", side="sell", qty=position,
+                                                 price=price, candle_ms=close_ms, key=key, job=job)
+        out.duration_us = (time.perf_counter_ns() - t0) // 1000
+        return out
+
+    # ------------------------------------------------------------ deadlines and outcomes (tick thread)
+
+    def check_deadlines(self) -> None:
+        limit_s = self._deadline_ms / 1000.0
+        now = time.monotonic()
+        for slot in self._slots.values():
+            job = slot.inflight
+            if job is None or job.done.is_set() or job.abandoned or job.started_wall is None:
+                continue
+            if now - job.started_wall > limit_s:
+                self.pool.abandon(job)
+                slot.fault = (f"cycle for candle {ms_to_iso(job.meta[1])} exceeded its deadline of "
+                              f"{self._deadline_ms} ms and was abandoned")
+                slot.errors += 1
+                self.stats.totals["abandoned"] += 1
+                self._changes.mark_slot(slot.id)
+                self._changes.status_urgent = True
+                log.error("slot %s: %s", slot.id, slot.fault)
+
+    def drain_outcomes(self) -> None:
+        while True:
+            try:
+                out = self.outcomes.get_nowait()
+            except queue.Empty:
+                return
+            slot = self._slots.get(out.slot)
+            if slot is not None:
+                self._fold(slot, out)
+
+    def _fold(self, slot: SlotRuntime, out: CycleOutcome) -> None:
+        """One finished cycle into its slot's state and counters, and a cycle record."""
+        totals = self.stats.totals
+        changes = self._changes
+        # By now the slot may run another job (a flatten starts as soon as a stuck cycle
+        # returns): judge this outcome by its own job.
+        job = out.job if out.job is not None else slot.inflight
+        abandoned = bool(job is not None and job.abandoned and job.meta[1] == out.close_ms)
+        if slot.inflight is job and job is not None and job.done.is_set():
+            slot.inflight = None
+        if slot.pending_config is not None:
+            slot.apply_pending_config(scheduler=self._scheduler, clock=self._clock, changes=changes)
+        result = "abandoned" if abandoned else out.result
+        if out.order and out.order.get("status") == "refused":
+            result = f"{result}:refused:{out.order.get('reason')}"
+            totals["refused"] += 1
+        elif out.order:
+            totals["orders"] += 1
+        slot.cycles += 1
+        slot.last_cycle_ms = out.close_ms
+        totals["ran"] += 1
+        if out.lag_ms is not None:
+            self.stats.lags.append(out.lag_ms)
+            wall_lag = out.lag_ms / max(self._clock.speed, 1e-9)
+            if wall_lag > self._late_after_ms:
+                slot.late_cycles += 1
+                totals["late"] += 1
+        self.stats.lock_waits_ns.append(out.lock_wait_ns)
+        if out.fault and not abandoned:
+            if slot.fault is None:
+                log.error("slot %s paused: %s", slot.id, out.fault)
+            slot.fault = out.fault
+            slot.errors += 1
+            totals["faults"] += 1
+            changes.status_urgent = True
+        elif out.result == "error":
+            slot.errors += 1
+        if out.state is not None and not abandoned:
+            slot.strategy_state = out.state
+            slot.state_schema = out.state_schema
+        elif out.state_schema is not None and slot.state_schema is None:
+            slot.state_schema = out.state_schema
+        if out.order:
+            slot.last_order = out.order
+        if out.order and out.order.get("status") in ("filled", "open", "rejected", "unknown"):
+            changes.status_urgent = True
+        changes.mark_slot(slot.id)
+        changes.cycle_records.append(CycleRecord(
+            slot=out.slot, candle_ms=out.close_ms, strategy=out.strategy, version=out.version,
+            sha256=out.sha256, started_ms=out.started_ms, lag_ms=out.lag_ms,
+            lock_wait_us=out.lock_wait_ns // 1000, duration_us=out.duration_us, result=result,
+            reason=(out.fault or out.reason),
+        ))
+
+    def persist(self) -> None:
+        # One transaction: a slot's counters never disagree with its recorded cycles.
+        records, ids = self._changes.take()
+        if records or ids:
+            self._ledger.record_cycles_and_slots(
+                records, [self._slots[i].persist_row() for i in ids if i in self._slots])
+
+    # ------------------------------------------------------------ idle checks
+
+    def idle(self) -> bool:
+        """No cycle in flight and no outcome waiting (a finished flatten does not count)."""
+        for s in self._slots.values():
+            job = s.inflight
+            if job is not None and not job.abandoned and not (job.meta[0] != "cycle" and job.done.is_set()):
+                return False
+        return self.outcomes.empty()
+
+    def earliest_close(self) -> int | None:
+        """The earliest candle close an enabled slot waits for."""
+        nexts = [self._scheduler.next_close(s.id) for s in self._slots.values() if s.config.enabled]
+        nexts = [n for n in nexts if n is not None]
+        return min(nexts) if nexts else None
+
+    def wait_inflight(self, timeout_s: float) -> None:
+        """Let in-flight jobs finish, up to ``timeout_s`` (abandoned ones are not waited for)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not any(s.busy and not s.inflight.abandoned for s in self._slots.values()):
+                break
+            time.sleep(0.01)

@@ -1,0 +1,188 @@
+"""The order path: risk checks → intent in the ledger → the gate's final pass → broker → fills.
+
+The one owner of orders whose outcome is unknown (the broker stayed unreachable through
+its retries): such an order is looked up by its client id before its slot may send
+another, since the slot's position depends on it.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from typing import Any
+
+from .brokers import Broker, OrderRequest
+from .changes import Changes
+from .clock import Clock
+from .crash_points import crash_point
+from .errors import AuthenticationFailed, GateRefused, KernelError, OrderRejected, TemporaryError
+from .gate import OrderGate
+from .halt import HaltController
+from .ledger import Ledger
+from .order_sync import record_broker_order
+from .protocol import SlotConfig
+from .run_state import RunState
+from .slot_runtime import EPS, SlotRuntime
+from .workers import Job
+
+__all__ = ["Execution", "client_order_id"]
+
+log = logging.getLogger("kernel")
+
+
+def client_order_id(slot: str, key: str, intent: str) -> str:
+    """Deterministic per slot, candle (or command) and intent: the same order always gets
+    the same id, so neither a retry nor a restart can send it twice. 32 characters of
+    [0-9a-f] after ``fs``: accepted by every exchange we know (Binance allows 36)."""
+    digest = hashlib.blake2b(f"{slot}|{key}|{intent}".encode(), digest_size=15).hexdigest()
+    return f"fs{digest}"
+
+
+class Execution:
+    def __init__(self, *, ledger: Ledger, broker: Broker, gate: OrderGate, clock: Clock, feed: Any,
+                 run_state: RunState, halt: HaltController, changes: Changes, cycle_deadline_ms: int) -> None:
+        self._ledger = ledger
+        self._broker = broker
+        self._gate = gate
+        self._clock = clock
+        self._feed = feed
+        self._run = run_state
+        self._halt = halt
+        self._changes = changes
+        self._deadline_ms = cycle_deadline_ms
+        self._unresolved: dict[str, set[str]] = {}  # slot -> client ids whose outcome is unknown
+        self._unresolved_lock = threading.Lock()
+
+    def entries_allowed(self, slot: SlotRuntime | None) -> bool:
+        return not (self._run.paused or self._halt.engaged or slot is None or slot.paused or slot.fault)
+
+    def unresolved(self, slot_id: str) -> set[str]:
+        """This slot's orders whose outcome is still unknown (a copy)."""
+        with self._unresolved_lock:
+            return set(self._unresolved.get(slot_id, ()))
+
+    def send(self, *, slot: SlotRuntime, cfg: SlotConfig, intent: str, side: str, qty: float, price: float,
+             candle_ms: int | None, key: str, job: Job | None, command_id: str | None = None) -> dict:
+        """One order, from the risk checks to its fills; returns its summary for the slot."""
+        cid = client_order_id(cfg.id, key, intent)
+        summary: dict[str, Any] = {"client_order_id": cid, "intent": intent, "side": side, "qty": qty}
+        now_ms = self._clock.now_ms()
+        try:
+            if intent != "flatten":
+                if self._gate.halted:
+                    raise self._gate.refuse("halted", "halted: no strategy order passes the gate")
+                # A cycle past its deadline goes on to the gate, which refuses it for that reason and
+                # the ledger records it (its slot is paused by now too, but the deadline is why).
+                past_deadline = job is not None and (job.abandoned or (
+                    job.started_wall is not None
+                    and (time.monotonic() - job.started_wall) * 1000 > self._deadline_ms))
+                if intent == "entry" and not past_deadline and not self.entries_allowed(slot):
+                    raise self._gate.refuse("paused", "entries are paused")
+            self._gate.check_risk(
+                slot=cfg.id, intent=intent, qty=qty, price=price, position_qty=slot.position_qty,
+                max_position=cfg.max_position, max_notional=cfg.max_notional,
+                max_orders_per_minute=cfg.max_orders_per_minute, now_ms=now_ms,
+            )
+        except GateRefused as exc:
+            summary.update(status="refused", error=str(exc), reason=exc.reason)
+            return summary
+        if self._unresolved.get(cfg.id):
+            # An earlier order of this slot ended in doubt: its fate decides the position first.
+            resolved = self._resolve_unknown_orders(slot)
+            summary.update(status="refused", reason="unresolved" if not resolved else "resolved",
+                           error=("an earlier order's outcome is still unknown: no new order until the "
+                                  "broker answers" if not resolved else
+                                  "an earlier order's outcome was just resolved: the next cycle decides again"))
+            return summary
+        if not self._ledger.record_intent(
+            client_order_id=cid, slot=cfg.id, symbol=cfg.symbol, candle_ms=candle_ms, intent=intent,
+            side=side, qty=qty, ref_price=price, command_id=command_id,
+        ):
+            summary.update(status="duplicate", error="this order was already recorded; not sent again")
+            return summary
+        crash_point("intent_recorded")
+        deadline_passed = False
+        if job is not None and job.started_wall is not None:
+            deadline_passed = (time.monotonic() - job.started_wall) * 1000 > self._deadline_ms
+        try:
+            passed_ns = self._gate.pass_order(
+                slot=cfg.id, intent=intent, now_ms=now_ms,
+                abandoned=bool(job and job.abandoned), deadline_passed=deadline_passed,
+                entries_allowed=self.entries_allowed(slot),
+            )
+        except GateRefused as exc:
+            self._ledger.mark_order(cid, "refused", error=str(exc))
+            summary.update(status="refused", error=str(exc), reason=exc.reason)
+            return summary
+        try:
+            return self._place_passed(slot, cfg, cid, side, qty, price, now_ms, passed_ns, summary)
+        finally:
+            self._gate.order_settled()  # recorded (or in doubt): a halt's flush need not wait for it
+
+    def _place_passed(self, slot: SlotRuntime, cfg: SlotConfig, cid: str, side: str, qty: float,
+                      price: float, now_ms: int, passed_ns: int, summary: dict[str, Any]) -> dict:
+        """An order the gate passed: marked sent, placed at the broker, its fills recorded."""
+        self._ledger.mark_order(cid, "sent", passed_ns=passed_ns)
+        crash_point("order_marked_sent")
+        req = OrderRequest(client_order_id=cid, symbol=cfg.symbol, side=side, qty=qty)  # type: ignore[arg-type]
+        try:
+            bo = self._broker.place_order(req, ref_price=price, now_ms=now_ms)
+        except OrderRejected as exc:
+            self._ledger.mark_order(cid, "rejected", error=str(exc))
+            summary.update(status="rejected", error=str(exc))
+            log.warning("slot %s: order %s rejected: %s", cfg.id, cid, exc)
+            return summary
+        except AuthenticationFailed as exc:
+            self._ledger.mark_order(cid, "rejected", error=str(exc))
+            slot.fault = f"broker authentication failed: {exc}: fix the keys, then resume the slot"
+            self._changes.status_urgent = True
+            log.error("slot %s paused: %s", cfg.id, slot.fault)
+            summary.update(status="rejected", error=str(exc))
+            return summary
+        except TemporaryError as exc:
+            # Left as "sent": looked up by its client id before this slot's next order, and at
+            # the next start; until then the slot sends nothing (its position is in doubt).
+            with self._unresolved_lock:
+                self._unresolved.setdefault(cfg.id, set()).add(cid)
+            log.error("slot %s: order %s outcome unknown after retries: %s", cfg.id, cid, exc)
+            summary.update(status="unknown", error=str(exc))
+            return summary
+        crash_point("order_placed")
+        record_broker_order(ledger=self._ledger, client_order_id=cid, order=bo)
+        slot.take_position(self._ledger.position(cfg.id))
+        summary.update(status=bo.status, filled_qty=bo.filled_qty, avg_price=bo.avg_price)
+        return summary
+
+    def _resolve_unknown_orders(self, slot: SlotRuntime) -> bool:
+        """Look up this slot's orders whose outcome was unknown and record what the broker
+        says. True once none is left in doubt."""
+        with self._unresolved_lock:
+            cids = sorted(self._unresolved.get(slot.id, ()))
+        for cid in cids:
+            try:
+                bo = self._broker.fetch_order(cid)
+            except KernelError as exc:
+                log.warning("slot %s: order %s still unknown: %s", slot.id, cid, exc)
+                return False
+            if bo is None:
+                self._ledger.mark_order(cid, "abandoned", error="never reached the broker")
+            else:
+                record_broker_order(ledger=self._ledger, client_order_id=cid, order=bo)
+            with self._unresolved_lock:
+                self._unresolved.get(slot.id, set()).discard(cid)
+            log.warning("slot %s: order %s resolved: %s", slot.id, cid, bo.status if bo else "never sent")
+        slot.take_position(self._ledger.position(slot.id))
+        return True
+
+    def flatten(self, slot: SlotRuntime, *, command_id: str) -> dict:
+        """Sell the slot's whole position at the feed's last price (slot.flatten)."""
+        pos = self._ledger.position(slot.id)
+        if pos.qty <= EPS:
+            return {"note": "no position to flatten", "qty": 0.0}
+        price = self._feed.last_price(slot.config.symbol, self._clock.now_ms())
+        res = self.send(slot=slot, cfg=slot.config, intent="flatten", side="sell", qty=pos.qty, price=price,
+                        candle_ms=None, key=command_id, job=None, command_id=command_id)
+        if res.get("status") not in ("filled", "open"):
+            res["error"] = res.get("error") or f"flatten order {res.get('status')}"
+        return res

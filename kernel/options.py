@@ -1,0 +1,33 @@
+"""The options a kernel is built from (``runkernel``'s flags, or a test's choices)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["KernelOptions"]
+
+
+@dataclass
+class KernelOptions:
+    state_dir: Path
+    strategies_dir: Path | None = None
+    speed: float = 1.0
+    tick_ms: int = 100
+    workers: int = 8
+    cycle_deadline_ms: int = 10_000
+    reload_budget_ms: int = 2_000
+    late_after_ms: int = 1_000
+    status_interval_ms: int = 1_000
+    demo: bool = False
+    seed: int = 7
+    cash: float = 100_000.0
+    replay_dir: Path | None = None
+    smoke_slots: int = 3
+    # Venue (kernel/venues.py). feed None: "replay" with a replay_dir, else "synthetic".
+    feed: str | None = None  # synthetic | replay | ccxt
+    broker: str = "paper"  # paper | ccxt
+    exchange: str | None = None  # a ccxt exchange id, for the ccxt feed and broker
+    sandbox: bool = False
+    secrets_file: Path | None = None
+    start_ms: int | None = None  # simulated clock start (a replay's default: its first candle)
+    halt_cancel_wait_ms: int = 500  # how long engage_halt waits for the cancels before returning

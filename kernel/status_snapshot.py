@@ -1,0 +1,143 @@
+"""status.json: what the kernel reports, built on the tick thread and written off it.
+
+The dict built here is :class:`kernel.protocol.Status`, key for key (tests hold the two
+together); it is published when something urgent changed or every status interval.
+"""
+from __future__ import annotations
+
+import os
+import time
+from collections import deque
+from typing import Any
+
+from .brokers import Broker
+from .changes import Changes
+from .clock import Clock
+from .command_stream import CommandStream
+from .control_watch import ControlWatch
+from .cycle_stats import CycleStats
+from .halt import HaltController
+from .ledger import Ledger
+from .protocol import PROTOCOL_VERSION, ms_to_iso, utcnow_iso
+from .run_state import RunState
+from .scheduler import Scheduler
+from .slot_runtime import EPS, SlotRuntime
+from .status_writer import StatusWriter
+from .versions import StrategyRegistry
+
+__all__ = ["StatusReport"]
+
+
+class StatusReport:
+    def __init__(self, *, writer: StatusWriter, clock: Clock, broker: Broker, ledger: Ledger,
+                 registry: StrategyRegistry, scheduler: Scheduler, slots: dict[str, SlotRuntime],
+                 run_state: RunState, halt: HaltController, control: ControlWatch, commands: CommandStream,
+                 reloads: deque[dict[str, Any]], cycle_stats: CycleStats, changes: Changes,
+                 tick_ms: int, status_interval_ms: int) -> None:
+        self.writer = writer
+        self._clock = clock
+        self._broker = broker
+        self._ledger = ledger
+        self._registry = registry
+        self._scheduler = scheduler
+        self._slots = slots
+        self._run = run_state
+        self._halt = halt
+        self._control = control
+        self._commands = commands
+        self._reloads = reloads
+        self._stats = cycle_stats
+        self._changes = changes
+        self._tick_ms = tick_ms
+        self._interval_s = status_interval_ms / 1000.0
+        self._last_wall = 0.0
+        self.pid = os.getpid()
+        self.started_at = utcnow_iso()
+        self.reconciled: dict[str, Any] | None = None  # what startup reconciliation found
+
+    def maybe_publish(self) -> None:
+        now = time.monotonic()
+        if self._changes.status_urgent or now - self._last_wall >= self._interval_s:
+            self.publish()
+
+    def publish(self) -> None:
+        self._changes.status_urgent = False
+        self._last_wall = time.monotonic()
+        # Where the clock was, so a restarted simulated clock resumes from there.
+        self._ledger.meta_set(clock_ms=self._clock.now_ms(), _durable=False)
+        self.writer.publish(self.snapshot())
+
+    def snapshot(self) -> dict[str, Any]:
+        now = self._clock.now_ms()
+        registry = self._registry
+        strategies = {}
+        for name, v in sorted(registry.current.items()):
+            prev = registry.previous.get(name)
+            strategies[name] = {"version": v.number, "sha256": v.sha256, "loaded_at": v.loaded_at,
+                                "files": v.files, "previous": prev.describe() if prev else None}
+        slots, unrealized_total, marked = self._slot_entries()
+        ledger = self._ledger.summary()
+        try:
+            # A remote broker answers from a cache refreshed off this thread: no request per status.
+            cash = self._broker.cached_balances().get("USDT")
+        except Exception:  # noqa: BLE001
+            cash = None
+        ledger["cash"] = cash
+        ledger["equity"] = (cash + marked) if cash is not None else None
+        ledger["unrealized_pnl"] = unrealized_total
+        ledger["reconciled"] = dict(self.reconciled) if self.reconciled else None
+        reloads = self._reloads
+        return {
+            "protocol": PROTOCOL_VERSION,
+            "state": self._run.state_name(halted=self._halt.engaged),
+            "heartbeat_at": utcnow_iso(),
+            "clock_at": ms_to_iso(now),
+            "speed": self._clock.speed,
+            "tick": self._run.tick,
+            "tick_ms": self._tick_ms,
+            "pid": self.pid,
+            "started_at": self.started_at,
+            "halt": self._halt.state.status(),
+            "broker": self._broker.describe(),
+            "strategies": strategies,
+            "reload": reloads[-1] if reloads else {},
+            "reloads": list(reloads)[-20:],
+            "commands": list(self._commands.recent),
+            "pending_commands": self._commands.pending_ids,
+            "control_error": self._control.error,
+            "slots": slots,
+            "fills": self._ledger.recent_fills(200),
+            "ledger": ledger,
+            "cycles": self._stats.status(halt_observed_tick=self._halt.observed_tick),
+        }
+
+    def _slot_entries(self) -> tuple[list[dict[str, Any]], float, float]:
+        """Each slot's entry, the unrealized P&L of all, and the positions' marked value."""
+        slots = []
+        unrealized_total = 0.0
+        marked = 0.0
+        scheduling = self._run.running and not self._halt.engaged
+        for s in self._slots.values():
+            unrealized = None
+            if s.position_qty > EPS and s.last_price is not None and s.entry_price is not None:
+                unrealized = s.position_qty * (s.last_price - s.entry_price)
+                unrealized_total += unrealized
+                marked += s.position_qty * s.last_price
+            elif s.position_qty > EPS and s.entry_price is not None:
+                marked += s.position_qty * s.entry_price
+            v = self._registry.current.get(s.config.strategy)
+            nxt = self._scheduler.next_close(s.id) if scheduling else None
+            slots.append({
+                "id": s.id, "symbol": s.config.symbol, "timeframe": s.config.timeframe,
+                "strategy": s.config.strategy, "strategy_version": v.number if v else None,
+                "strategy_sha256": v.sha256 if v else None, "state": s.state, "fault": s.fault,
+                "position": {"qty": s.position_qty, "entry_price": s.entry_price,
+                             "realized_pnl": s.realized_pnl},
+                "last_cycle_at": ms_to_iso(s.last_cycle_ms), "next_cycle_at": ms_to_iso(nxt),
+                "cycles": s.cycles, "missed_cycles": s.missed_cycles, "late_cycles": s.late_cycles,
+                "errors": s.errors, "last_price": s.last_price, "unrealized_pnl": unrealized,
+                "last_order": s.last_order,
+                "config": s.config.model_dump(mode="json"),
+            })
+        return slots, unrealized_total, marked
+

@@ -1,0 +1,93 @@
+"""The strategy loader: imports a strategy as a fresh generation and checks its interface."""
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+from ..errors import ReloadFailed
+from ..protocol import STRATEGY_RE, utcnow_iso
+from ..strategy_api import StrategyParams
+from .generations import Generation, generation_drop, generation_open
+from .version import StrategyVersion, version_sha
+
+
+class StrategyLoader:
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder).resolve()
+
+    def exists(self, name: str) -> bool:
+        return bool(STRATEGY_RE.match(name)) and (self.folder / f"{name}.py").is_file()
+
+    def available(self) -> list[str]:
+        """Modules of the folder that define ``evaluate`` (helpers such as indicators do not)."""
+        out = []
+        for p in self.folder.glob("*.py"):
+            if not STRATEGY_RE.match(p.stem):
+                continue
+            try:
+                tree = ast.parse(p.read_text(encoding="utf-8"))
+            except (SyntaxError, UnicodeDecodeError, OSError):
+                out.append(p.stem)  # broken, but meant as a strategy: reloading it reports why
+                continue
+            if any(isinstance(n, ast.FunctionDef) and n.name == "evaluate" for n in tree.body):
+                out.append(p.stem)
+        return sorted(out)
+
+    def load(self, name: str, number: int) -> StrategyVersion:
+        """Import ``name`` as a fresh generation and check its interface. Raises
+        ReloadFailed (with .stage) and leaves nothing behind on failure."""
+        if not STRATEGY_RE.match(name):
+            raise ReloadFailed("name", f"{name!r} is not a strategy name (a-z, 0-9, _)")
+        if not (self.folder / f"{name}.py").is_file():
+            raise ReloadFailed("name", f"no strategy {name!r} in {self.folder}")
+        gen = generation_open(folder=self.folder)
+        package = gen.package
+        try:
+            try:
+                module = importlib.import_module(f"{package}.{name}")
+            except SyntaxError as exc:
+                raise ReloadFailed("import", f"syntax error in {Path(exc.filename or '').name}:{exc.lineno}: {exc.msg}") from exc
+            except ImportError as exc:
+                raise ReloadFailed("import", f"import failed: {exc}") from exc
+            except BaseException as exc:  # noqa: BLE001 - any exception at import time
+                raise ReloadFailed("import", f"exception at import: {type(exc).__name__}: {exc}") from exc
+            version = self._interface(name, number, package, module, gen)
+        except BaseException:
+            generation_drop(package=package)
+            raise
+        return version
+
+    @staticmethod
+    def _interface(name, number, package, module, gen: Generation) -> StrategyVersion:
+        evaluate = getattr(module, "evaluate", None)
+        if not callable(evaluate):
+            raise ReloadFailed("interface", f"{name} has no evaluate(ctx) function")
+        params_model = getattr(module, "Params", None)
+        if not (isinstance(params_model, type) and issubclass(params_model, StrategyParams)):
+            raise ReloadFailed("interface", f"{name}.Params must be a subclass of kernel.strategy_api.StrategyParams")
+        warmup = getattr(module, "warmup", None)
+        if warmup is not None and not callable(warmup):
+            raise ReloadFailed("interface", f"{name}.warmup must be a function")
+        schema = getattr(module, "STATE_SCHEMA", 1)
+        if not isinstance(schema, int) or isinstance(schema, bool):
+            raise ReloadFailed("interface", f"{name}.STATE_SCHEMA must be an int")
+        migrate = getattr(module, "migrate_state", None)
+        if migrate is not None and not callable(migrate):
+            raise ReloadFailed("interface", f"{name}.migrate_state must be a function")
+        files = dict(gen.files)
+        return StrategyVersion(
+            name=name,
+            number=number,
+            sha256=version_sha(files),
+            files=files,
+            loaded_at=utcnow_iso(),
+            package=package,
+            module=module,
+            modules=list(gen.modules),
+            params_model=params_model,
+            evaluate=evaluate,
+            warmup_fn=warmup,
+            state_schema=schema,
+            migrate_state=migrate,
+        )

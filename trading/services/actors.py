@@ -1,0 +1,49 @@
+"""Who does something: a console user, the OS user of a shell, the system, or a kernel."""
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+from kernel import control_client
+
+
+def clean_ip(raw: str | None) -> str | None:
+    if not raw:
+        return None
+    try:
+        return str(ipaddress.ip_address(raw.strip()))
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who does something: a console user, the OS user of a shell, or the system."""
+
+    name: str  # username, or "user@host" for the CLI, or "system"
+    source: str  # "admin" | "api" | "cli" | "system" (and "kernel" for outcomes)
+    user: Any = None  # a User; None for the CLI/system (trusted: shell access to the state dir)
+    ip: str | None = None
+
+    @classmethod
+    def from_request(cls, request, source: str) -> "Actor":
+        user = getattr(request, "auth", None)
+        if user is None or not getattr(user, "is_authenticated", False):
+            user = getattr(request, "user", None)
+        if user is None or not getattr(user, "is_authenticated", False):
+            user = None
+        name = user.get_username() if user is not None else "anonymous"
+        return cls(name=name, source=source, user=user, ip=clean_ip(request.META.get("REMOTE_ADDR")))
+
+    @classmethod
+    def cli(cls) -> "Actor":
+        return cls(name=control_client.default_actor(), source="cli")
+
+    @classmethod
+    def system(cls) -> "Actor":
+        return cls(name="system", source="system")
+
+    @classmethod
+    def for_kernel(cls, kernel_name: str) -> "Actor":
+        return cls(name=f"kernel:{kernel_name}", source="kernel")
