@@ -73,6 +73,7 @@ from django.contrib.auth.models import Group, User
 from django.test import Client
 from trading import services
 from trading.models import AuditEvent, ControlCommand
+from tests.support.waiting import wait_until
 
 opts = json.loads(sys.argv[1])
 user = User.objects.create_user("bench")
@@ -95,12 +96,9 @@ for i in range(opts["warmup"] + opts["commands"]):
     t1 = time.time()
     assert response.status_code == 202, response.content
     cid = response.json()["command_id"]
-    deadline = time.monotonic() + 60
-    while not AuditEvent.objects.filter(action="command.applied", command_id=cid).exists():
-        if time.monotonic() > deadline:
-            row = ControlCommand.objects.get(command_id=cid)
-            raise SystemExit(f"command {cid} not audited within 60 s (status {row.status}, error {row.error!r})")
-        time.sleep(0.002)
+    wait_until(AuditEvent.objects.filter(action="command.applied", command_id=cid).exists, timeout=60,
+               poll=0.002, what=f"command {cid} audited as applied",
+               last_seen=lambda: "status {0.status}, error {0.error!r}".format(ControlCommand.objects.get(command_id=cid)))
     t_audit = time.time()
     row = ControlCommand.objects.get(command_id=cid)
     event = AuditEvent.objects.get(action="command.applied", command_id=cid)

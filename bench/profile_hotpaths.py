@@ -169,6 +169,7 @@ def profile_status_endpoint(requests: int) -> dict:
     state = tmp / "state"
     state.mkdir()
     os.environ.update(DATABASE_URL=f"sqlite:///{tmp / 'console.sqlite3'}", FORESIGHT_ENV="production",
+                      FORESIGHT_SSL_REDIRECT="false",  # plain HTTP on loopback: no TLS in front
                       FORESIGHT_SECRET_KEY=secrets.token_urlsafe(40), FORESIGHT_STATE_DIR=str(state),
                       FORESIGHT_AUDIT_SPOOL=str(tmp / "audit-spool.jsonl"), FORESIGHT_LOG_LEVEL="WARNING",
                       DJANGO_SETTINGS_MODULE="foresight_site.settings")

@@ -2,7 +2,7 @@
 
 Every variable has a safe local default (SQLite under var/, no Redis, debug on), so a
 fresh checkout runs as is. With FORESIGHT_ENV=production the module refuses to load
-while the secret key is missing or still the development default.
+with a weak secret key, DEBUG on, insecure cookies or no allowed host (production_problems).
 
     FORESIGHT_ENV                        "development" (default) or "production"
     FORESIGHT_SECRET_KEY                 required in production
@@ -10,6 +10,11 @@ while the secret key is missing or still the development default.
     FORESIGHT_ALLOWED_HOSTS              comma list; default localhost,127.0.0.1,[::1],testserver
     FORESIGHT_CSRF_TRUSTED_ORIGINS       comma list, e.g. https://console.example.com; default none
     FORESIGHT_SECURE_COOKIES             session/CSRF cookies over HTTPS only; default true in production
+    FORESIGHT_SESSION_AGE_S              how long an admin login lasts, in seconds; default 28800 (8 h)
+    FORESIGHT_SSL_REDIRECT               redirect HTTP to HTTPS; default true in production
+    FORESIGHT_HSTS_SECONDS               Strict-Transport-Security max-age; default 31536000 in production
+    FORESIGHT_HSTS_INCLUDE_SUBDOMAINS    default true in production; FORESIGHT_HSTS_PRELOAD default false
+    FORESIGHT_PROXY_SSL_HEADER           behind a TLS-terminating proxy: "X-Forwarded-Proto: https"
     DATABASE_URL                         sqlite:///relative/or/sqlite:////absolute/path, or
                                          postgres://user:pass@host:port/name (postgresql:// too);
                                          default sqlite at var/foresight.sqlite3
@@ -102,6 +107,40 @@ def env_list(name: str, default: str) -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
+def secret_key_is_weak(key: str) -> bool:
+    """Django's own rule (check --deploy, security.W009): short, repetitive or the insecure default."""
+    return len(key) < 50 or len(set(key)) < 5 or key.startswith("django-insecure-") or key == DEV_SECRET_KEY
+
+
+def production_problems(*, secret_key: str, debug: bool, secure_cookies: bool, allowed_hosts: list[str]) -> list[str]:
+    """What production must not run with: each a sentence naming the variable to fix."""
+    problems = []
+    if secret_key_is_weak(secret_key):
+        problems.append("FORESIGHT_SECRET_KEY must be a secret of at least 50 characters (missing, "
+                        "too short, too repetitive or the development default); e.g. python -c "
+                        "'import secrets; print(secrets.token_urlsafe(50))'")
+    if debug:
+        problems.append("FORESIGHT_DEBUG must be false (debug pages show settings and tracebacks)")
+    if not secure_cookies:
+        problems.append("FORESIGHT_SECURE_COOKIES must be true (session and CSRF cookies over HTTPS only)")
+    if not allowed_hosts or "*" in allowed_hosts:
+        problems.append("FORESIGHT_ALLOWED_HOSTS must name the console's host names (not empty, not *)")
+    return problems
+
+
+def proxy_ssl_header(raw: str) -> tuple[str, str] | None:
+    """FORESIGHT_PROXY_SSL_HEADER="X-Forwarded-Proto: https" (the header a TLS-terminating proxy
+    sets, and the value that means HTTPS) → Django's ("HTTP_X_FORWARDED_PROTO", "https")."""
+    if not raw.strip():
+        return None
+    name, sep, value = raw.partition(":")
+    name, value = name.strip(), value.strip()
+    if not sep or not name or not value:
+        raise ImproperlyConfigured(
+            f"FORESIGHT_PROXY_SSL_HEADER={raw!r}: use 'Header-Name: value', e.g. 'X-Forwarded-Proto: https'")
+    return "HTTP_" + name.upper().replace("-", "_"), value
+
+
 SQLITE_OPTIONS = {
     "timeout": 20,
     # Take the write lock at BEGIN, so concurrent writers wait (timeout) instead of
@@ -158,16 +197,31 @@ if FORESIGHT_ENV not in ("development", "production"):
 PRODUCTION = FORESIGHT_ENV == "production"
 
 SECRET_KEY = os.environ.get("FORESIGHT_SECRET_KEY", "").strip() or DEV_SECRET_KEY
-if PRODUCTION and SECRET_KEY == DEV_SECRET_KEY:
-    raise ImproperlyConfigured(
-        "FORESIGHT_ENV=production needs FORESIGHT_SECRET_KEY set to a secret value "
-        "(it is missing or still the development default)"
-    )
-
 DEBUG = env_bool("FORESIGHT_DEBUG", default=not PRODUCTION)
 ALLOWED_HOSTS = env_list("FORESIGHT_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
 CSRF_TRUSTED_ORIGINS = env_list("FORESIGHT_CSRF_TRUSTED_ORIGINS", "")
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("FORESIGHT_SECURE_COOKIES", default=PRODUCTION)
+# A console session opens the halt and the order controls: hours, not Django's two weeks.
+SESSION_COOKIE_AGE = env_int("FORESIGHT_SESSION_AGE_S", 8 * 3600)
+if SESSION_COOKIE_AGE <= 0:
+    raise ImproperlyConfigured(f"FORESIGHT_SESSION_AGE_S={SESSION_COOKIE_AGE} must be > 0")
+
+# HTTPS: on by default in production (behind a proxy that terminates TLS, name the header it
+# sets, or every request looks like plain HTTP and SSL redirect loops).
+SECURE_SSL_REDIRECT = env_bool("FORESIGHT_SSL_REDIRECT", default=PRODUCTION)
+SECURE_HSTS_SECONDS = env_int("FORESIGHT_HSTS_SECONDS", 31_536_000 if PRODUCTION else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("FORESIGHT_HSTS_INCLUDE_SUBDOMAINS", default=PRODUCTION)
+SECURE_HSTS_PRELOAD = env_bool("FORESIGHT_HSTS_PRELOAD", default=False)
+SECURE_PROXY_SSL_HEADER = proxy_ssl_header(os.environ.get("FORESIGHT_PROXY_SSL_HEADER", ""))
+# Preloading is a commitment of the whole domain (and its subdomains) to HTTPS in browsers for
+# months, hard to undo: the operator opts in; check --deploy need not nag about it.
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+
+if PRODUCTION:
+    _problems = production_problems(secret_key=SECRET_KEY, debug=DEBUG, secure_cookies=SESSION_COOKIE_SECURE,
+                                    allowed_hosts=ALLOWED_HOSTS)
+    if _problems:
+        raise ImproperlyConfigured("FORESIGHT_ENV=production refuses to start: " + "; ".join(_problems))
 
 INSTALLED_APPS = [
     "django.contrib.admin",

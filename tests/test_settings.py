@@ -18,6 +18,14 @@ ENV_NAMES = (
     "FORESIGHT_SECRET_KEY",
     "FORESIGHT_DEBUG",
     "FORESIGHT_ALLOWED_HOSTS",
+    "FORESIGHT_CSRF_TRUSTED_ORIGINS",
+    "FORESIGHT_SECURE_COOKIES",
+    "FORESIGHT_SSL_REDIRECT",
+    "FORESIGHT_HSTS_SECONDS",
+    "FORESIGHT_HSTS_INCLUDE_SUBDOMAINS",
+    "FORESIGHT_HSTS_PRELOAD",
+    "FORESIGHT_PROXY_SSL_HEADER",
+    "FORESIGHT_SESSION_AGE_S",
     "FORESIGHT_STATE_DIR",
     "FORESIGHT_CELERY_VISIBILITY_TIMEOUT",
     "DATABASE_URL",
@@ -64,6 +72,19 @@ def test_production_refuses_to_start_without_a_real_secret(repo_root, secret):
     assert "FORESIGHT_SECRET_KEY" in done.stderr
 
 
+# A secret as docs/deployment.md says to make one (secrets.token_urlsafe(50)).
+REAL_SECRET = "Vq3v0s9Jm1kq7ZC2xG5b8TtYw4nHfR6pLd0aEoUiS3zXcN7yMeKjQ1rBgWhP9uFv"
+
+
+def production_env(sqlite_url: str, **changes: str) -> dict[str, str]:
+    """The documented production configuration (docs/deployment.md), on SQLite for the test."""
+    env = {"FORESIGHT_ENV": "production", "FORESIGHT_SECRET_KEY": REAL_SECRET,
+           "FORESIGHT_ALLOWED_HOSTS": "console.example.com",
+           "FORESIGHT_CSRF_TRUSTED_ORIGINS": "https://console.example.com", "DATABASE_URL": sqlite_url}
+    env.update(changes)
+    return {k: v for k, v in env.items() if v is not None}
+
+
 def test_production_starts_with_a_real_secret_and_debug_off(repo_root, sqlite_url):
     values = settings_json(
         repo_root,
@@ -71,16 +92,71 @@ def test_production_starts_with_a_real_secret_and_debug_off(repo_root, sqlite_ur
         "DEBUG",
         "SESSION_COOKIE_SECURE",
         "CSRF_COOKIE_SECURE",
-        FORESIGHT_ENV="production",
-        FORESIGHT_SECRET_KEY="a-real-secret-from-the-vault",
-        DATABASE_URL=sqlite_url,
+        "SECURE_SSL_REDIRECT",
+        "SECURE_HSTS_SECONDS",
+        "SECURE_PROXY_SSL_HEADER",
+        **production_env(sqlite_url),
     )
     assert values == {
-        "SECRET_KEY": "a-real-secret-from-the-vault",
+        "SECRET_KEY": REAL_SECRET,
         "DEBUG": False,
         "SESSION_COOKIE_SECURE": True,
         "CSRF_COOKIE_SECURE": True,
+        "SECURE_SSL_REDIRECT": True,
+        "SECURE_HSTS_SECONDS": 31_536_000,
+        "SECURE_PROXY_SSL_HEADER": None,
     }
+
+
+@pytest.mark.parametrize("changes, named", [
+    ({"FORESIGHT_SECRET_KEY": "x"}, "FORESIGHT_SECRET_KEY"),
+    ({"FORESIGHT_SECRET_KEY": "a-real-secret-from-the-vault"}, "FORESIGHT_SECRET_KEY"),  # 28 characters
+    ({"FORESIGHT_SECRET_KEY": "ab" * 40}, "FORESIGHT_SECRET_KEY"),  # long but two characters
+    ({"FORESIGHT_SECRET_KEY": "django-insecure-" + REAL_SECRET}, "FORESIGHT_SECRET_KEY"),
+    ({"FORESIGHT_DEBUG": "true"}, "FORESIGHT_DEBUG"),
+    ({"FORESIGHT_SECURE_COOKIES": "false"}, "FORESIGHT_SECURE_COOKIES"),
+    ({"FORESIGHT_ALLOWED_HOSTS": "*"}, "FORESIGHT_ALLOWED_HOSTS"),
+    ({"FORESIGHT_PROXY_SSL_HEADER": "X-Forwarded-Proto"}, "FORESIGHT_PROXY_SSL_HEADER"),
+], ids=["one-char", "short", "repetitive", "insecure-prefix", "debug", "insecure-cookies", "any-host",
+        "proxy-header-without-value"])
+def test_production_refuses_unsafe_values_naming_the_variable(repo_root, sqlite_url, changes, named):
+    done = run_python(repo_root, "import foresight_site.settings", **production_env(sqlite_url, **changes))
+    assert done.returncode != 0
+    assert "ImproperlyConfigured" in done.stderr
+    assert named in done.stderr
+
+
+def test_the_same_values_are_accepted_in_development(repo_root):
+    values = settings_json(repo_root, "DEBUG", "SECRET_KEY", FORESIGHT_SECRET_KEY="x", FORESIGHT_DEBUG="true")
+    assert values == {"DEBUG": True, "SECRET_KEY": "x"}
+
+
+def test_proxy_ssl_header_is_configurable(repo_root, sqlite_url):
+    values = settings_json(repo_root, "SECURE_PROXY_SSL_HEADER",
+                           **production_env(sqlite_url, FORESIGHT_PROXY_SSL_HEADER="X-Forwarded-Proto: https"))
+    assert values == {"SECURE_PROXY_SSL_HEADER": ["HTTP_X_FORWARDED_PROTO", "https"]}
+
+
+def test_sessions_last_hours_not_weeks_and_are_configurable(repo_root):
+    assert settings_json(repo_root, "SESSION_COOKIE_AGE") == {"SESSION_COOKIE_AGE": 8 * 3600}
+    assert settings_json(repo_root, "SESSION_COOKIE_AGE", FORESIGHT_SESSION_AGE_S="900") == {"SESSION_COOKIE_AGE": 900}
+    done = run_python(repo_root, "import foresight_site.settings", FORESIGHT_SESSION_AGE_S="0")
+    assert done.returncode != 0 and "FORESIGHT_SESSION_AGE_S" in done.stderr
+
+
+def test_check_deploy_is_clean_in_the_documented_production_configuration(repo_root, sqlite_url):
+    done = run_python(repo_root, "import sys; from django.core.management import execute_from_command_line; "
+                      "execute_from_command_line(['manage.py', 'check', '--deploy', '--fail-level', 'WARNING'])",
+                      DJANGO_SETTINGS_MODULE="foresight_site.settings", **production_env(sqlite_url))
+    assert done.returncode == 0, done.stderr
+    assert "no issues" in (done.stdout + done.stderr)
+    # ... and the same check does fail where production is weakened within what settings allow.
+    weakened = run_python(repo_root, "from django.core.management import execute_from_command_line; "
+                          "execute_from_command_line(['manage.py', 'check', '--deploy', '--fail-level', 'WARNING'])",
+                          DJANGO_SETTINGS_MODULE="foresight_site.settings",
+                          **production_env(sqlite_url, FORESIGHT_HSTS_SECONDS="0", FORESIGHT_SSL_REDIRECT="false"))
+    assert weakened.returncode != 0
+    assert "security.W004" in weakened.stderr and "security.W008" in weakened.stderr
 
 
 def test_an_unknown_environment_name_is_refused(repo_root):
