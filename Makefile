@@ -24,9 +24,9 @@ PY_VERSION := import sys; print("%d.%d" % sys.version_info[:2])
 
 help:
 	@echo "make demo   run the console on http://$(DEMO_ADDR)/admin/ (admin/admin) with a demo kernel"
-	@echo "make test   run the test suite (PYTEST_ARGS='-k ledger -x' to narrow it)"
+	@echo "make test   run the test suite, then the console's part on PostgreSQL (PYTEST_ARGS='-k ledger -x' to narrow it)"
 
-# System packages the suite needs beyond Python (chromium, redis-server): installed when missing.
+# System packages the suite needs beyond Python (chromium, redis-server, postgresql): installed when missing.
 deps:
 	@bash scripts/system-deps.sh
 
@@ -57,8 +57,19 @@ $(VENV)/.installed-test: pyproject.toml | venv
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
+# The whole suite on SQLite, then the console's suites again on production's database: a
+# throwaway PostgreSQL cluster (tests/support/postgres.py) that is removed afterwards.
+# TEST_POSTGRES=0 skips the second run; exit code 5 there means PYTEST_ARGS selected none of its tests.
+TEST_POSTGRES ?= 1
+POSTGRES_TESTS := tests/trading tests/integration/test_admin_kernel.py tests/integration/test_halt_not_starved.py
+
 test: deps install-test
 	$(PY) -m pytest $(PYTEST_ARGS)
+	@if [ "$(TEST_POSTGRES)" != 0 ]; then \
+	  echo "$(PY) -m tests.support.postgres -- $(PY) -m pytest $(POSTGRES_TESTS) $(PYTEST_ARGS)"; \
+	  $(PY) -m tests.support.postgres -- $(PY) -m pytest $(POSTGRES_TESTS) $(PYTEST_ARGS); \
+	  rc=$$?; [ $$rc -eq 0 ] || [ $$rc -eq 5 ]; \
+	fi
 
 # Benchmarks print numbers (docs/benchmarks.md); BENCH_ARGS=--quick for a short run.
 BENCH_ARGS ?=

@@ -40,4 +40,5 @@ for a in "$@"; do [ "$a" = --quick ] && quick=(--quick); done
 "$PY" -m bench.scale "$@"
 "$PY" -m bench.console_load "${simple[@]}"
 "$PY" -m bench.profile_hotpaths "${quick[@]}"
+"$PY" -m bench.statelessness_check "${quick[@]}"
 "$PY" -m bench.plot "${quick[@]}"

@@ -8,7 +8,10 @@ process, so the console works alone. With REDIS_URL set:
     celery -A foresight_site worker -Q host-a,host-a.halt -c 2   # each kernel host: its queue
     celery -A foresight_site beat                                # exactly one, anywhere
 
-docs/deployment.md has the whole layout (routing per host, Redis persistence, timeouts).
+With FORESIGHT_CELERY_SIGNING_KEY/_CERT/TRUSTED_CERTS, every process signs the tasks it
+sends and accepts only signed ones (Celery's message signing, ``app.setup_security``).
+
+docs/deployment.md has the whole layout (routing per host, Redis persistence, timeouts, signing).
 """
 import os
 
@@ -18,4 +21,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "foresight_site.settings")
 
 app = Celery("foresight")
 app.config_from_object("django.conf:settings", namespace="CELERY")
+if app.conf.task_serializer == "auth":  # FORESIGHT_CELERY_SIGNING_* set (settings)
+    # Signed JSON bodies only: every other serializer (pickle, yaml...) is disabled.
+    app.setup_security(allowed_serializers=["json"], serializer="json")
 app.autodiscover_tasks()

@@ -15,6 +15,24 @@ with a weak secret key, DEBUG on, insecure cookies or no allowed host (productio
     FORESIGHT_HSTS_SECONDS               Strict-Transport-Security max-age; default 31536000 in production
     FORESIGHT_HSTS_INCLUDE_SUBDOMAINS    default true in production; FORESIGHT_HSTS_PRELOAD default false
     FORESIGHT_PROXY_SSL_HEADER           behind a TLS-terminating proxy: "X-Forwarded-Proto: https"
+    FORESIGHT_TRUSTED_PROXIES            comma list of the reverse proxies' addresses (IPs or CIDRs, e.g.
+                                         127.0.0.1): a request from one of them is from the client its
+                                         X-Forwarded-For names (audit IPs, login lockout, throttling);
+                                         default none: X-Forwarded-For is ignored
+
+Logins, API tokens and throttling (docs/operations.md, "Logins and tokens"):
+
+    FORESIGHT_LOGIN_FAILURE_LIMIT        wrong admin passwords from one address for one username
+                                         before that pair is locked out (django-axes); default 5
+    FORESIGHT_LOGIN_LOCKOUT_S            how long a lockout lasts after the last failure; default 900
+    FORESIGHT_AUTH_WINDOW_S              failed logins and bad tokens are counted per source in windows
+                                         this long (one row each); default 300
+    FORESIGHT_BAD_TOKEN_LIMIT            bad bearer tokens from one address per window before the API
+                                         answers 429 to every bearer token from it; default 20
+    FORESIGHT_API_RATE                   token-authenticated API calls per token owner, ninja's rate
+                                         syntax (e.g. 600/m, 20/s); default 600/m
+    FORESIGHT_TOKEN_DEFAULT_DAYS         lifetime of a new API token unless asked; default 30
+    FORESIGHT_TOKEN_MAX_DAYS             the longest lifetime a token may be given; default 365
     DATABASE_URL                         sqlite:///relative/or/sqlite:////absolute/path, or
                                          postgres://user:pass@host:port/name (postgresql:// too);
                                          default sqlite at var/foresight.sqlite3
@@ -22,19 +40,27 @@ with a weak secret key, DEBUG on, insecure cookies or no allowed host (productio
                                          in the calling process and `syncstatus --loop` does the
                                          periodic sync (docs/deployment.md)
     FORESIGHT_STATE_DIR                  the kernel's control.json/status.json folder; default var/kernel
-    FORESIGHT_LOG_LEVEL                  default INFO
+    FORESIGHT_LOG_LEVEL                  default INFO; every record is redacted as it is made
+                                         (foresight_site/log_redaction.py)
+    FORESIGHT_STATIC_ROOT                where collectstatic puts the admin's files for the web server
+                                         in front; default var/static (development: var/ is private)
 
 The console:
 
     FORESIGHT_AUDIT_SPOOL                audit events written while the database is down (one
                                          fsynced JSON line each); local to each host; default
-                                         var/audit-spool.jsonl
+                                         var/audit-spool.jsonl. It, its folder and a SQLite database
+                                         are private to the service user (0600/0700), checked at
+                                         start-up (trading/checks.py)
     FORESIGHT_STRATEGIES_DIR             where slot configuration finds a strategy's Params; keep it
                                          the same as the kernel's; default <checkout>/strategies
     FORESIGHT_COMMAND_TTL_S              a command not delivered within this many seconds is
                                          expired (and audited), never sent late; default 300
     FORESIGHT_ADMIN_COMMAND_WAIT_S       how long an admin button waits for the kernel's answer
                                          before it reports "delivered"; default 3
+    FORESIGHT_API_MAX_WAIT_S             the largest ?wait= an API request may ask for (a waiting
+                                         request holds a web server thread; a halt never waits for
+                                         one to be free longer than this); default 5
     FORESIGHT_STALE_AFTER_S              seconds without a heartbeat before a kernel is reported
                                          stale (audit event + ERROR log); default 10
 
@@ -49,144 +75,42 @@ Celery (only with REDIS_URL; docs/deployment.md has the layout):
                                          died holding it) to another worker; must stay longer than
                                          the longest retry countdown (30 s); default 3600
     FORESIGHT_CELERY_RESTORE_INTERVAL    seconds between a worker's sweeps for such tasks; default 60
+    FORESIGHT_HOST_KERNELS               per worker: the kernels its host runs, "name=/abs/dir,..."
+                                         (as registered); a task for any other kernel is refused and
+                                         audited ("task.refused"); default none: touches no kernel
+    FORESIGHT_CELERY_SIGNING_KEY         message signing (Celery's "auth" serializer): this process's
+    FORESIGHT_CELERY_SIGNING_CERT        RSA key and certificate (PEM), the folder of the trusted
+    FORESIGHT_CELERY_TRUSTED_CERTS       senders' certificates; all three or none (docs/deployment.md)
     FORESIGHT_TEST_DELIVERY_PAUSE_S      tests only (refused in production): the delivery task sleeps
                                          this long after writing control.json, before recording it,
                                          so a test can kill -9 the worker inside that window; default 0
 """
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
+from datetime import timedelta
 from pathlib import Path
-from urllib.parse import parse_qsl, unquote, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
+from foresight_site.environment import (
+    DEV_SECRET_KEY,
+    database_from_url,
+    env_bool,
+    env_float,
+    env_int,
+    env_list,
+    host_kernels,
+    production_problems,
+    proxy_ssl_header,
+    sqlite_database,
+)
+from foresight_site.private_files import private_file
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
-
-DEV_SECRET_KEY = "django-insecure-foresight-dev-key-do-not-use-in-production"
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
-def env_bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in _TRUE:
-        return True
-    if raw in _FALSE:
-        return False
-    raise ImproperlyConfigured(f"{name}={raw!r} is not a boolean (use true or false)")
-
-
-def env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name}={raw!r} is not an integer") from None
-
-
-def env_float(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name}={raw!r} is not a number") from None
-    if not value >= 0:  # also refuses nan
-        raise ImproperlyConfigured(f"{name}={raw!r} must be >= 0")
-    return value
-
-
-def env_list(name: str, default: str) -> list[str]:
-    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
-
-
-def secret_key_is_weak(key: str) -> bool:
-    """Django's own rule (check --deploy, security.W009): short, repetitive or the insecure default."""
-    return len(key) < 50 or len(set(key)) < 5 or key.startswith("django-insecure-") or key == DEV_SECRET_KEY
-
-
-def production_problems(*, secret_key: str, debug: bool, secure_cookies: bool, allowed_hosts: list[str]) -> list[str]:
-    """What production must not run with: each a sentence naming the variable to fix."""
-    problems = []
-    if secret_key_is_weak(secret_key):
-        problems.append("FORESIGHT_SECRET_KEY must be a secret of at least 50 characters (missing, "
-                        "too short, too repetitive or the development default); e.g. python -c "
-                        "'import secrets; print(secrets.token_urlsafe(50))'")
-    if debug:
-        problems.append("FORESIGHT_DEBUG must be false (debug pages show settings and tracebacks)")
-    if not secure_cookies:
-        problems.append("FORESIGHT_SECURE_COOKIES must be true (session and CSRF cookies over HTTPS only)")
-    if not allowed_hosts or "*" in allowed_hosts:
-        problems.append("FORESIGHT_ALLOWED_HOSTS must name the console's host names (not empty, not *)")
-    return problems
-
-
-def proxy_ssl_header(raw: str) -> tuple[str, str] | None:
-    """FORESIGHT_PROXY_SSL_HEADER="X-Forwarded-Proto: https" (the header a TLS-terminating proxy
-    sets, and the value that means HTTPS) → Django's ("HTTP_X_FORWARDED_PROTO", "https")."""
-    if not raw.strip():
-        return None
-    name, sep, value = raw.partition(":")
-    name, value = name.strip(), value.strip()
-    if not sep or not name or not value:
-        raise ImproperlyConfigured(
-            f"FORESIGHT_PROXY_SSL_HEADER={raw!r}: use 'Header-Name: value', e.g. 'X-Forwarded-Proto: https'")
-    return "HTTP_" + name.upper().replace("-", "_"), value
-
-
-SQLITE_OPTIONS = {
-    "timeout": 20,
-    # Take the write lock at BEGIN, so concurrent writers wait (timeout) instead of
-    # failing with "database is locked" when a read transaction upgrades to a write.
-    "transaction_mode": "IMMEDIATE",
-    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-}
-
-
-def sqlite_database(name: str | Path) -> dict:
-    return {"ENGINE": "django.db.backends.sqlite3", "NAME": name, "OPTIONS": dict(SQLITE_OPTIONS)}
-
-
-def database_from_url(url: str, *, base_dir: Path = BASE_DIR) -> dict:
-    """Parse a DATABASE_URL into a Django DATABASES entry (sqlite or PostgreSQL only)."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme == "sqlite":
-        # sqlite:///var/x.sqlite3 is relative to the repo, sqlite:////tmp/x.sqlite3 absolute.
-        raw_path = unquote(parts.netloc + parts.path)
-        raw_path = raw_path[1:] if raw_path.startswith("/") else raw_path
-        if not raw_path or raw_path == ":memory:":
-            return sqlite_database(":memory:")
-        path = Path(raw_path)
-        return sqlite_database(path if path.is_absolute() else base_dir / path)
-    if scheme in ("postgres", "postgresql"):
-        name = unquote(parts.path.lstrip("/"))
-        if not name:
-            raise ImproperlyConfigured(f"DATABASE_URL has no database name: {parts.scheme}://…{parts.path}")
-        try:
-            port = parts.port
-        except ValueError:
-            raise ImproperlyConfigured("DATABASE_URL has an invalid port") from None
-        return {
-            "ENGINE": "django.db.backends.postgresql",
-            "NAME": name,
-            "USER": unquote(parts.username or ""),
-            "PASSWORD": unquote(parts.password or ""),
-            "HOST": unquote(parts.hostname or ""),
-            "PORT": str(port) if port else "",
-            "OPTIONS": dict(parse_qsl(parts.query)),  # e.g. ?sslmode=require
-        }
-    raise ImproperlyConfigured(
-        f"DATABASE_URL scheme {parts.scheme!r} is not supported (use sqlite, postgres or postgresql)"
-    )
-
 
 # --- Core -------------------------------------------------------------------------------
 
@@ -217,6 +141,73 @@ SECURE_PROXY_SSL_HEADER = proxy_ssl_header(os.environ.get("FORESIGHT_PROXY_SSL_H
 # months, hard to undo: the operator opts in; check --deploy need not nag about it.
 SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 
+# --- Logins, API tokens, throttling -------------------------------------------------------
+# Who is the client: behind the documented proxy every request comes from the proxy's address,
+# so X-Forwarded-For is believed only from the proxies named here (trading/client_ip.py).
+FORESIGHT_TRUSTED_PROXIES = env_list("FORESIGHT_TRUSTED_PROXIES", "")
+for _proxy in FORESIGHT_TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy, strict=False)
+    except ValueError:
+        raise ImproperlyConfigured(f"FORESIGHT_TRUSTED_PROXIES: {_proxy!r} is not an IP address or network") from None
+FORESIGHT_AUTH_WINDOW_S = env_int("FORESIGHT_AUTH_WINDOW_S", 300)
+FORESIGHT_BAD_TOKEN_LIMIT = env_int("FORESIGHT_BAD_TOKEN_LIMIT", 20)
+FORESIGHT_API_RATE = os.environ.get("FORESIGHT_API_RATE", "").strip() or "600/m"
+FORESIGHT_TOKEN_DEFAULT_DAYS = env_int("FORESIGHT_TOKEN_DEFAULT_DAYS", 30)
+FORESIGHT_TOKEN_MAX_DAYS = env_int("FORESIGHT_TOKEN_MAX_DAYS", 365)
+for _name, _value in (("FORESIGHT_AUTH_WINDOW_S", FORESIGHT_AUTH_WINDOW_S),
+                      ("FORESIGHT_BAD_TOKEN_LIMIT", FORESIGHT_BAD_TOKEN_LIMIT),
+                      ("FORESIGHT_TOKEN_DEFAULT_DAYS", FORESIGHT_TOKEN_DEFAULT_DAYS)):
+    if _value <= 0:
+        raise ImproperlyConfigured(f"{_name}={_value} must be > 0")
+if FORESIGHT_TOKEN_MAX_DAYS < FORESIGHT_TOKEN_DEFAULT_DAYS:
+    raise ImproperlyConfigured(f"FORESIGHT_TOKEN_MAX_DAYS={FORESIGHT_TOKEN_MAX_DAYS} is shorter than "
+                               f"FORESIGHT_TOKEN_DEFAULT_DAYS={FORESIGHT_TOKEN_DEFAULT_DAYS}")
+if not re.fullmatch(r"[1-9][0-9]*/[0-9]*(s|sec|m|min|h|hour|d|day)", FORESIGHT_API_RATE):
+    # ninja's rate syntax (ninja.throttling.SimpleRateThrottle.parse_rate), checked here so a typo
+    # stops the start instead of the first API call.
+    raise ImproperlyConfigured(f"FORESIGHT_API_RATE={FORESIGHT_API_RATE!r}: use <count>/<s|m|h|d>, e.g. 600/m")
+
+# django-axes: the admin login is locked for an (address, username) pair after too many wrong
+# passwords, for a while. The pair, not the username alone: a stranger who types an operator's
+# name wrong 5 times must not lock the operator out of the halt button.
+AUTHENTICATION_BACKENDS = [
+    "trading.login_lockout.LoginLockoutBackend",  # axes, first: refuses a locked-out pair before any password check
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("FORESIGHT_LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(seconds=env_int("FORESIGHT_LOGIN_LOCKOUT_S", 900))
+AXES_LOCKOUT_PARAMETERS = [["ip_address", "username"]]
+AXES_CLIENT_IP_CALLABLE = "trading.client_ip.client_ip"  # the same client address as the audit log
+# An attempt while locked out neither extends the lockout nor appends to axes' row, and the
+# access log (a row per successful login) stays off: the failures are counted in AuthFailure.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
+AXES_RESET_ON_SUCCESS = True
+AXES_DISABLE_ACCESS_LOG = True
+AXES_ENABLE_ACCESS_FAILURE_LOG = False
+AXES_VERBOSE = False
+if AXES_FAILURE_LIMIT <= 0 or AXES_COOLOFF_TIME.total_seconds() <= 0:
+    raise ImproperlyConfigured("FORESIGHT_LOGIN_FAILURE_LIMIT and FORESIGHT_LOGIN_LOCKOUT_S must be > 0")
+
+# Content security policy (django-csp): scripts and style sheets only from the console itself;
+# no inline script anywhere (the dashboard's refresh is a static file). Style attributes stay
+# allowed (style-src-attr): the admin and the state badges use them, and they cannot run code.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "style-src-attr": ["'unsafe-inline'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+
 if PRODUCTION:
     _problems = production_problems(secret_key=SECRET_KEY, debug=DEBUG, secure_cookies=SESSION_COOKIE_SECURE,
                                     allowed_hosts=ALLOWED_HOSTS)
@@ -230,18 +221,25 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",
+    "csp",
+    "ninja",  # /api/docs from the console's own static files, not a CDN the policy would refuse
     "kernel",
     "trading",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "foresight_site.request_guards.RefuseNulCharacters",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes asks: it turns a lockout into the 429 page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "foresight_site.urls"
@@ -270,8 +268,9 @@ DATABASES = {
     "default": database_from_url(_database_url) if _database_url else sqlite_database(VAR_DIR / "foresight.sqlite3")
 }
 if DATABASES["default"]["ENGINE"].endswith("sqlite3") and DATABASES["default"]["NAME"] != ":memory:":
-    # SQLite creates the file but not its folder; a fresh checkout has no var/ yet.
-    Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
+    # SQLite creates the file (0644) but not its folder; a fresh checkout has no var/ yet. Both
+    # are made private here, before SQLite opens them (foresight_site/private_files.py).
+    private_file(DATABASES["default"]["NAME"])
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -290,7 +289,9 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = VAR_DIR / "static"
+# Not under var/ in production: var/ is private to the service user (trading/checks.py), and the
+# web server in front that serves these files runs as another user.
+STATIC_ROOT = Path(os.environ.get("FORESIGHT_STATIC_ROOT", "").strip() or VAR_DIR / "static")
 
 # --- The kernel and the console -----------------------------------------------------
 
@@ -299,6 +300,7 @@ FORESIGHT_AUDIT_SPOOL = Path(os.environ.get("FORESIGHT_AUDIT_SPOOL", "").strip()
 FORESIGHT_STRATEGIES_DIR = Path(os.environ.get("FORESIGHT_STRATEGIES_DIR", "").strip() or BASE_DIR / "strategies")
 FORESIGHT_COMMAND_TTL_S = env_float("FORESIGHT_COMMAND_TTL_S", 300.0)
 FORESIGHT_ADMIN_COMMAND_WAIT_S = env_float("FORESIGHT_ADMIN_COMMAND_WAIT_S", 3.0)
+FORESIGHT_API_MAX_WAIT_S = env_float("FORESIGHT_API_MAX_WAIT_S", 5.0)
 FORESIGHT_STALE_AFTER_S = env_float("FORESIGHT_STALE_AFTER_S", 10.0)
 
 # --- Celery (read by foresight_site/celery.py with namespace="CELERY") -------------------
@@ -311,10 +313,20 @@ FORESIGHT_SYNC_INTERVAL_S = env_float("FORESIGHT_SYNC_INTERVAL_S", 1.0) or 1.0
 FORESIGHT_TEST_DELIVERY_PAUSE_S = env_float("FORESIGHT_TEST_DELIVERY_PAUSE_S", 0.0)
 if PRODUCTION and FORESIGHT_TEST_DELIVERY_PAUSE_S:
     raise ImproperlyConfigured("FORESIGHT_TEST_DELIVERY_PAUSE_S is for tests only: unset it in production")
+
+
+FORESIGHT_HOST_KERNELS = host_kernels(os.environ.get("FORESIGHT_HOST_KERNELS", ""))
 for _queue in FORESIGHT_HOST_QUEUES:
     if _queue.endswith(".halt") or _queue == FORESIGHT_CONSOLE_QUEUE:
         raise ImproperlyConfigured(
             f"FORESIGHT_HOST_QUEUES: {_queue!r} is not a host queue (the console's queue, or a halt queue)")
+
+# ninja's throttles count in the cache: shared by every web worker through Redis when there is
+# one; without Redis each process counts for itself (a local console has one or two).
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}
+    if REDIS_URL else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+}
 
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = REDIS_URL or None
@@ -347,6 +359,23 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_IGNORE_RESULT = True  # the database is the record of every command, not the result backend
+# Signing: each task body signed with this process's key, only bodies signed by a trusted
+# certificate accepted (foresight_site/celery.py calls app.setup_security()). A signed body can
+# be replayed: the tasks still trust no argument (trading/services/host_kernels.py).
+_signing = {name: os.environ.get(f"FORESIGHT_CELERY_{name}", "").strip()
+            for name in ("SIGNING_KEY", "SIGNING_CERT", "TRUSTED_CERTS")}
+FORESIGHT_CELERY_SIGNING = any(_signing.values())
+if FORESIGHT_CELERY_SIGNING:
+    if not all(_signing.values()):
+        raise ImproperlyConfigured("FORESIGHT_CELERY_SIGNING_KEY, FORESIGHT_CELERY_SIGNING_CERT and "
+                                   "FORESIGHT_CELERY_TRUSTED_CERTS go together: set all three or none")
+    CELERY_SECURITY_KEY = _signing["SIGNING_KEY"]
+    CELERY_SECURITY_CERTIFICATE = _signing["SIGNING_CERT"]
+    CELERY_SECURITY_CERT_STORE = _signing["TRUSTED_CERTS"]
+    CELERY_SECURITY_DIGEST = "sha256"
+    CELERY_TASK_SERIALIZER = "auth"
+    CELERY_ACCEPT_CONTENT = ["auth"]
+    CELERY_RESULT_ACCEPT_CONTENT = ["json"]
 CELERY_RESULT_EXPIRES = 3600
 CELERY_TIMEZONE = TIME_ZONE
 CELERY_ENABLE_UTC = True
@@ -395,6 +424,9 @@ CELERY_BEAT_SCHEDULE = _beat_schedule()
 
 LOG_LEVEL = os.environ.get("FORESIGHT_LOG_LEVEL", "INFO").strip().upper() or "INFO"
 
+# Every record is redacted as it is made (secrets, bearer tokens, URL passwords), whichever
+# handler writes it, one added later too (foresight_site/log_redaction.py).
+LOGGING_CONFIG = "foresight_site.log_redaction.configure_logging"
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -84,7 +84,8 @@ def logging_configure() -> None:
 
 def kernel_build(*, opts: Mapping[str, Any], state_dir: Path) -> Kernel:
     """Check the options, set up logging and build the kernel (its ledger
-    reconciled with the broker). Raises BadOption or OperationalError; nothing runs yet."""
+    reconciled with the broker). Raises BadOption or OperationalError (``StateDirBusy`` when
+    another kernel holds the state dir: the caller exits 1 with its one line); nothing runs yet."""
     options_check(opts=opts)
     logging_configure()
     return Kernel(KernelOptions(

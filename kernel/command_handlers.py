@@ -115,7 +115,15 @@ def _release(ctx: CommandContext, cmd: Command) -> dict:
     return {"released": released, "note": "kernel paused: resume to trade"}
 
 
+def _refuse_during_halt(ctx: CommandContext, what: str) -> None:
+    """Reloads, rollbacks and first loads are refused during a halt: no strategy code runs
+    (import, params, smoke run, migrate_state), and no version changes under a halted kernel."""
+    if ctx.halt.engaged:
+        raise BadCommand(f"halted: release the halt first, then {what}")
+
+
 def _reload(ctx: CommandContext, cmd: Command) -> Deferred:
+    _refuse_during_halt(ctx, "reload")
     name = cmd.args.get("strategy")
     if name is not None:
         if not isinstance(name, str) or not ctx.loader.exists(name):
@@ -144,12 +152,14 @@ def _rollback(ctx: CommandContext, cmd: Command) -> Deferred:
     name = cmd.args.get("strategy")
     if not isinstance(name, str) or not name:
         raise BadCommand("rollback needs args.strategy")
+    _refuse_during_halt(ctx, "roll back")
     if name not in ctx.registry.current:
         raise BadCommand(f"strategy {name!r} is not loaded")
     if name not in ctx.registry.previous:
         raise BadCommand(f"no previous version of {name} to roll back to")
 
     def work() -> dict:
+        ctx.reloader.halted_check("the rollback")  # a halt that landed while it was queued
         old = ctx.registry.get(name)
         cur, prev, waited = ctx.registry.rollback(name)
         return {"strategy": name, "result": "rolled_back", "error": None, "lock_wait_ms": waited,
@@ -223,6 +233,12 @@ def _slot_configure(ctx: CommandContext, cmd: Command) -> dict | Deferred:
         cfg = SlotConfig.model_validate(merged)
     except ValidationError as exc:
         raise BadCommand(f"invalid slot config: {format_validation_error(exc)}") from exc
+    if ctx.halt.engaged:
+        # No strategy code during a halt, not even its params' validators: a risk setting or
+        # `enabled` may change, the strategy and its params may not.
+        if cfg.strategy == slot.config.strategy and cfg.params == slot.config.params:
+            return _configure(ctx, slot, cfg)
+        _refuse_during_halt(ctx, "change the slot's strategy or params")
     return _with_strategy(ctx, cfg, lambda: _configure(ctx, slot, cfg))
 
 
@@ -237,6 +253,7 @@ def _slot_add(ctx: CommandContext, cmd: Command) -> dict | Deferred:
         raise BadCommand(f"invalid slot config: {format_validation_error(exc)}") from exc
     if cfg.id in ctx.slots:
         raise BadCommand(f"slot {cfg.id!r} exists; use slot.configure")
+    _refuse_during_halt(ctx, "add the slot")
     return _with_strategy(ctx, cfg, lambda: _add_slot(ctx, cfg))
 
 
@@ -255,11 +272,12 @@ def _with_strategy(ctx: CommandContext, cfg: SlotConfig, apply: Callable[[], dic
     existing = ctx.slots.get(cfg.id)
     keeps_state = existing is not None and existing.config.strategy == cfg.strategy
     sample = SmokeSample(
-        slot=cfg.id, symbol=cfg.symbol, timeframe=cfg.timeframe, params=dict(cfg.params), candles=(),
+        slot=cfg.id, symbol=cfg.symbol, timeframe=cfg.timeframe, params=dict(cfg.params),
         position=existing.position_qty if existing else 0.0,
         entry_price=existing.entry_price if existing else None,
         state=dict(existing.strategy_state) if keeps_state else {},
         state_schema=existing.state_schema if keeps_state else None,
+        entries_allowed=ctx.execution.entries_allowed(existing or SlotRuntime(config=cfg)),
     )
 
     def work() -> dict:

@@ -6,6 +6,9 @@ The state dir holds three files:
 - ``status.json``: written by the kernel alone.
 - ``control.lock``: the writers' lock (``flock(2)``, so ``flock(1)`` in a shell takes the same lock).
 
+Each is opened only if it is a regular file, never through a symlink, never blocking on a FIFO or a
+device (kernel/safe_files.py); such a file is reported (``ControlRead.error``) and a halt replaces it.
+
 Every writer replaces a file atomically (temp file in the same folder, fsync, rename, fsync the
 folder) and writers of control.json hold ``control.lock`` around their read-modify-write. The kernel
 reads without the lock: a rename is atomic, so it sees a whole old file or a whole new one.
@@ -17,15 +20,13 @@ docs/control-plane.md is the operators' version of this.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
+import logging
 import mmap
 import os
 import re
 import secrets
-import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -45,6 +46,7 @@ from kernel.protocol import (
     halt_requested,
     utcnow_iso,
 )
+from kernel.safe_files import NotRegularFile, atomic_write_bytes, copy_no_wider, open_regular, read_regular
 
 __all__ = [
     "CONTROL_FILE",
@@ -76,7 +78,7 @@ LOCK_FILE = "control.lock"
 
 MAX_CONTROL_BYTES = 16 * 1024 * 1024
 
-_NEW_FILE_MODE = 0o644  # mkstemp makes 0600; the kernel and the console may run as different users
+log = logging.getLogger("kernel.control")
 
 
 class ControlError(KernelError):
@@ -106,45 +108,11 @@ KEEP: Any = _Keep()  # append_commands(halt=KEEP): leave the file's halt value a
 # --------------------------------------------------------------------- atomic writes
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    except OSError as exc:  # some filesystems cannot fsync a directory; the rename itself is done
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
-
-
 def atomic_write_text(path: Path, text: str, *, fsync: bool = True) -> None:
     """Replace a text file whole (temp file in the same folder, fsync, rename, fsync the
-    folder): a reader sees the old file or the new one, never half of either."""
-    _atomic_write_bytes(Path(path), text.encode("utf-8"), fsync=fsync)
-
-
-def _atomic_write_bytes(path: Path, data: bytes, *, fsync: bool = True) -> None:
-    path = Path(path)
-    directory = path.parent
-    try:
-        mode = os.stat(path).st_mode & 0o777
-    except FileNotFoundError:
-        mode = _NEW_FILE_MODE
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)
-            f.write(data)
-            f.flush()
-            if fsync:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    if fsync:
-        _fsync_dir(directory)
+    folder): a reader sees the old file or the new one, never half of either. A new file gets
+    0o666 minus the umask; a symlink or FIFO at ``path`` is replaced, never followed."""
+    atomic_write_bytes(Path(path), text.encode("utf-8"), fsync=fsync)
 
 
 def _to_json_bytes(data: dict | BaseModel) -> bytes:
@@ -158,7 +126,7 @@ def atomic_write_json(path: Path, data: dict | BaseModel, *, fsync: bool = True)
     """Replace ``path`` with ``data`` as pretty JSON, atomically: a reader sees the old file or the
     new one, never a mix. With ``fsync`` (the default) the new content and the rename are on disk
     when this returns. Raises ``ValueError`` for NaN/Infinity, ``TypeError`` for non-JSON values."""
-    _atomic_write_bytes(Path(path), _to_json_bytes(data), fsync=fsync)
+    atomic_write_bytes(Path(path), _to_json_bytes(data), fsync=fsync)
 
 
 # --------------------------------------------------------------------- the writers' lock
@@ -362,15 +330,26 @@ class _Snapshot:
     digest: str | None
 
 
+def _unusable(message: str, fingerprint: tuple[int, int, int] | None = None) -> _Snapshot:
+    return _Snapshot(None, _Parsed(None, False, None, message), fingerprint, None)
+
+
 def _snapshot(path: Path) -> _Snapshot:
+    """One read of control.json, only if it is a regular file (kernel/safe_files.py): a symlink,
+    FIFO or device is reported, never followed or opened (and so never halts)."""
     name = path.name
     try:
-        f = open(path, "rb")
+        fd = open_regular(path)
     except FileNotFoundError:
         return _Snapshot(None, _Parsed(ControlFile(), False, None, None, empty=True), None, None)
+    except NotRegularFile as exc:
+        with contextlib.suppress(OSError):
+            st = os.lstat(path)
+            return _unusable(str(exc), (st.st_ino, st.st_mtime_ns, st.st_size))
+        return _unusable(str(exc))
     except OSError as exc:
-        return _Snapshot(None, _Parsed(None, False, None, f"{name} cannot be read: {exc}"), None, None)
-    with f:
+        return _unusable(f"{name} cannot be read: {exc}")
+    with os.fdopen(fd, "rb") as f:
         try:
             st = os.fstat(f.fileno())
             fingerprint = (st.st_ino, st.st_mtime_ns, st.st_size)
@@ -389,7 +368,7 @@ def _snapshot(path: Path) -> _Snapshot:
                     None,
                 )
         except OSError as exc:
-            return _Snapshot(None, _Parsed(None, False, None, f"{name} cannot be read: {exc}"), None, None)
+            return _unusable(f"{name} cannot be read: {exc}")
     return _Snapshot(raw, _parse_control(name, raw), fingerprint, hashlib.sha256(raw).hexdigest())
 
 
@@ -416,14 +395,22 @@ def read_control(path: Path) -> ControlRead:
 # --------------------------------------------------------------------- writing control.json
 
 
-def _broken_copy_path(path: Path) -> Path:
+def _keep_broken_copy(path: Path) -> None:
+    """Before a halt replaces an unusable control.json: its bytes to a new
+    ``control.json.broken-<UTC time>``, never more readable than it (kernel/safe_files.py). A
+    symlink, FIFO or device is not copied (its target may be private, or never end): only logged."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    candidate = path.with_name(f"{path.name}.broken-{stamp}")
-    n = 1
-    while candidate.exists():
-        candidate = path.with_name(f"{path.name}.broken-{stamp}-{n}")
-        n += 1
-    return candidate
+    for n in range(100):
+        candidate = path.with_name(f"{path.name}.broken-{stamp}" + (f"-{n}" if n else ""))
+        try:
+            copy_no_wider(path, candidate)
+        except FileExistsError:
+            continue
+        except NotRegularFile as exc:
+            log.warning("%s; a halt replaces it, nothing of it is copied", exc)
+        except OSError as exc:  # the halt goes through even if the copy cannot
+            log.warning("could not keep a copy of %s before a halt replaced it: %s", path, exc)
+        return
 
 
 def _dump_command(command: Command) -> dict[str, Any]:
@@ -448,7 +435,9 @@ def append_commands(
 
     If control.json cannot be used, it is not overwritten: :class:`ControlFileInvalid` — unless
     ``halt`` is being set to a value that asks for a halt. Then the halt wins: the broken bytes are
-    kept as ``control.json.broken-<UTC timestamp>`` and a fresh file holds the halt and ``commands``.
+    kept as ``control.json.broken-<UTC timestamp>`` (no more readable than the file; a symlink,
+    FIFO or device is never copied, only replaced) and a fresh file holds the halt and ``commands``.
+    The file is never read through a symlink nor opened if it is a FIFO or a device.
     New commands are validated first (``pydantic.ValidationError``).
     """
     state_dir = Path(state_dir)
@@ -468,11 +457,7 @@ def append_commands(
                     f"{parsed.error}. Not overwriting {path}: fix or remove it by hand "
                     "(a halt is still written over it)"
                 )
-            with contextlib.suppress(OSError):  # the halt goes through even if the copy cannot
-                if snap.raw is not None:
-                    _atomic_write_bytes(_broken_copy_path(path), snap.raw)
-                elif path.is_file():  # too large to have been read whole
-                    shutil.copyfile(path, _broken_copy_path(path))
+            _keep_broken_copy(path)
             existing: list[Command] = []
             current_halt: Any = None
             changed = True
@@ -502,7 +487,7 @@ def append_commands(
                 f"{path.name} would grow past {MAX_CONTROL_BYTES // (1024 * 1024)} MiB; "
                 "prune the commands status.json reports done"
             )
-        _atomic_write_bytes(path, payload)
+        atomic_write_bytes(path, payload)
 
 
 def set_halt(
@@ -537,13 +522,16 @@ def clear_halt_and_release(
 
 def read_status(path: Path) -> Status | None:
     """status.json as a :class:`Status`, or None if it does not exist yet.
-    Raises :class:`StatusUnreadable` if it exists but is not a valid status document."""
+    Raises :class:`StatusUnreadable` if it exists but is not a valid status document, or is not
+    a regular file (a symlink, FIFO or device: never followed or opened, the kernel replaces it)."""
     path = Path(path)
     name = path.name
     try:
-        raw = path.read_bytes()
+        raw, _ = read_regular(path)
     except FileNotFoundError:
         return None
+    except NotRegularFile as exc:
+        raise StatusUnreadable(str(exc)) from exc
     except OSError as exc:
         raise StatusUnreadable(f"{name} cannot be read: {exc}") from exc
     text = raw.decode("utf-8-sig", errors="replace")

@@ -7,9 +7,9 @@ and from the kernel's ledger (read-only) for those status.json no longer lists.
 """
 from __future__ import annotations
 
-import getpass
 import logging
 import os
+import pwd
 import socket
 import sqlite3
 import time
@@ -35,9 +35,10 @@ log = logging.getLogger("kernel.control_client")
 
 
 def default_actor() -> str:
+    """The real user: from the process's uid, never from $LOGNAME/$USER, which anyone can set."""
     try:
-        user = getpass.getuser()
-    except Exception:  # noqa: BLE001 - no passwd entry in some containers
+        user = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:  # no passwd entry in some containers
         user = str(os.getuid())
     return f"{user}@{socket.gethostname()}"
 
@@ -106,9 +107,10 @@ def _wait_status(state_dir: Path, found: Callable[[Status], Any], timeout_s: flo
     path = Path(state_dir) / STATUS_FILE
     while True:
         try:
-            value = found(read_status(path))
+            st = read_status(path)
         except StatusUnreadable:
-            value = None
+            st = None
+        value = found(st) if st is not None else None
         if value:
             return value
         if time.monotonic() >= deadline:

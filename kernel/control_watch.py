@@ -36,7 +36,7 @@ class ControlWatch:
 
     def poll(self) -> None:
         try:
-            st = os.stat(self.path)
+            st = os.lstat(self.path)  # never through a symlink (kernel/safe_files.py)
             fp = (st.st_ino, st.st_mtime_ns, st.st_size)
         except FileNotFoundError:
             fp = None

@@ -13,7 +13,6 @@ import logging
 import queue
 import threading
 import time
-import types
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -30,11 +29,14 @@ from .ledger import CycleRecord, Ledger
 from .protocol import SlotConfig, ms_to_iso
 from .scheduler import Scheduler
 from .slot_runtime import EPS, SlotRuntime
-from .strategy_api import ENTER, EXIT, Context
-from .versions import StrategyRegistry, migrate, run_evaluate
+from .strategy_api import ENTER, EXIT
+from .versions import StrategyRegistry
+from .versions.checks import ContextFailed, Halted, SmokeSample, build_context, run_evaluate
 from .workers import Job, WorkerPool
 
-__all__ = ["CycleOutcome", "Cycles"]
+__all__ = ["CycleOutcome", "Cycles", "HALTED"]
+
+HALTED = "halted"  # the result of a cycle a halt stopped before any strategy call of it
 
 log = logging.getLogger("kernel")
 
@@ -62,7 +64,8 @@ class CycleOutcome:
 class Cycles:
     def __init__(self, *, slots: dict[str, SlotRuntime], scheduler: Scheduler, clock: Clock, feed: Any,
                  broker: Broker, registry: StrategyRegistry, execution: Execution, ledger: Ledger,
-                 changes: Changes, workers: int, cycle_deadline_ms: int, late_after_ms: int) -> None:
+                 changes: Changes, workers: int, cycle_deadline_ms: int, late_after_ms: int,
+                 halted: Callable[[], bool] = lambda: False) -> None:
         self._slots = slots
         self._scheduler = scheduler
         self._clock = clock
@@ -74,6 +77,9 @@ class Cycles:
         self._changes = changes
         self._deadline_ms = cycle_deadline_ms
         self._late_after_ms = late_after_ms
+        # The halt flag the tick thread sets first (OrderGate.halted): a plain read, checked on
+        # the worker right before each strategy call.
+        self._halted = halted
         self.stats = CycleStats()
         self.outcomes: queue.SimpleQueue[CycleOutcome] = queue.SimpleQueue()
         self.pool = WorkerPool(workers, self._on_job_done)
@@ -138,6 +144,9 @@ class Cycles:
         t0 = time.perf_counter_ns()
         out = CycleOutcome(slot=cfg.id, close_ms=close_ms, strategy=cfg.strategy, started_ms=started_ms,
                            lag_ms=started_ms - close_ms)
+        halted = self._halted
+        if halted():  # queued before the halt, started after it: no strategy code runs
+            return self._skipped(out, "halted: the halt was observed before this cycle started")
         version, waited = self._registry.pin(cfg.strategy)  # the version this whole cycle runs
         out.lock_wait_ns = waited
         if version is None:
@@ -146,19 +155,17 @@ class Cycles:
         out.version, out.sha256 = version.number, version.sha256
         slot = self._slots.get(cfg.id)
         try:
-            params = version.params(cfg.params)
-            candles = tuple(self._feed.candles(cfg.symbol, cfg.timeframe, close_ms, version.warmup(params)))
-            state = migrate(version, state, state_schema)
             position = slot.position_qty if slot else 0.0
             if 0 < position < self._broker.dust_qty(cfg.symbol):
                 position = 0.0  # less than the exchange's smallest order: unsellable dust, the slot is flat
-            ctx = Context(
-                slot=cfg.id, symbol=cfg.symbol, timeframe=cfg.timeframe, now_ms=close_ms,
-                candles=candles, position=position, entry_price=slot.entry_price if slot else None,
-                params=params, state=types.MappingProxyType(state),
+            # The one way a cycle's Context is built; the smoke check builds its own the same way.
+            ctx = build_context(version, SmokeSample(
+                slot=cfg.id, symbol=cfg.symbol, timeframe=cfg.timeframe, params=cfg.params, position=position,
+                entry_price=slot.entry_price if slot else None, state=state, state_schema=state_schema,
                 entries_allowed=self._execution.entries_allowed(slot),
-            )
-            decision = run_evaluate(version, ctx)
+            ), close_ms=close_ms, feed=self._feed, should_stop=halted)
+            candles = ctx.candles
+            decision = run_evaluate(version, ctx, halted)
             if version.state_changed():
                 version.tainted = "evaluate changed module-level state"
                 raise StrategyFault(
@@ -166,13 +173,21 @@ class Cycles:
                 )
             if decision.state is not None:
                 json.dumps(decision.state)  # must be storable
+        except Halted as exc:
+            return self._skipped(out, str(exc))
+        except ContextFailed as exc:
+            if exc.stage == "params":
+                cause = exc.__cause__
+                detail = format_validation_error(cause) if isinstance(cause, ValidationError) else str(exc)
+                out.result = "fault"
+                out.fault = out.reason = f"params invalid for {cfg.strategy} v{version.number}: {detail}"
+            elif exc.stage == "migrate":
+                out.result, out.fault, out.reason = "fault", str(exc), str(exc)
+            else:  # the feed: this cycle's error, not the strategy's
+                out.result, out.reason = "error", str(exc)
+            return out
         except StrategyFault as exc:
             out.result, out.fault, out.reason = "fault", str(exc), str(exc)
-            return out
-        except ValidationError as exc:
-            out.result = "fault"
-            out.fault = out.reason = (f"params invalid for {cfg.strategy} v{version.number}: "
-                                      f"{format_validation_error(exc)}")
             return out
         except (TypeError, ValueError) as exc:
             out.result, out.fault = "fault", f"state not storable: {exc}"
@@ -197,6 +212,12 @@ class Cycles:
                 out.order = self._execution.send(slot=slot, cfg=cfg, intent="exit", side="sell", qty=position,
                                                  price=price, candle_ms=close_ms, key=key, job=job)
         out.duration_us = (time.perf_counter_ns() - t0) // 1000
+        return out
+
+    @staticmethod
+    def _skipped(out: CycleOutcome, reason: str) -> CycleOutcome:
+        """A cycle that a halt stopped before its next strategy call: no state, no order."""
+        out.result, out.reason = HALTED, reason
         return out
 
     # ------------------------------------------------------------ deadlines and outcomes (tick thread)
@@ -248,7 +269,12 @@ class Cycles:
             totals["orders"] += 1
         slot.cycles += 1
         slot.last_cycle_ms = out.close_ms
-        totals["ran"] += 1
+        if out.result == HALTED:
+            totals["halted"] += 1  # recorded, but no strategy code of it ran
+        else:
+            totals["ran"] += 1
+        if out.version is not None and out.result != HALTED:
+            slot.last_cycle_version, slot.last_cycle_sha256 = out.version, out.sha256
         if out.lag_ms is not None:
             self.stats.lags.append(out.lag_ms)
             wall_lag = out.lag_ms / max(self._clock.speed, 1e-9)

@@ -21,6 +21,7 @@ class OrderGate:
         self._in_transit = 0  # orders passed, whose broker answer is not recorded yet
         self._halted = False
         self.halt_observed_ns: int | None = None
+        self.halt_observed_at_ns: int | None = None  # the same instant, wall clock (time.time_ns)
         self.last_pass_ns: int | None = None
         self.passed = 0
         self.refused: dict[str, int] = defaultdict(int)
@@ -28,6 +29,8 @@ class OrderGate:
 
     @property
     def halted(self) -> bool:
+        """The halt flag, set first of all when a halt is observed. A plain read, no lock:
+        workers check it right before every strategy call."""
         return self._halted
 
     def engage_halt(self) -> int:
@@ -35,13 +38,17 @@ class OrderGate:
         with self._lock:
             if not self._halted:
                 self._halted = True
+                # Both taken after the flag is set: a strategy call that checked the flag
+                # after these instants found it set.
                 self.halt_observed_ns = time.monotonic_ns()
+                self.halt_observed_at_ns = time.time_ns()
             return self.halt_observed_ns  # type: ignore[return-value]
 
     def release_halt(self) -> None:
         with self._lock:
             self._halted = False
             self.halt_observed_ns = None
+            self.halt_observed_at_ns = None
 
     def refuse(self, reason: str, message: str) -> GateRefused:
         self.refused[reason] += 1

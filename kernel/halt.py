@@ -25,7 +25,7 @@ log = logging.getLogger("kernel")
 
 # The keys that only a halt engaged at some point carries; None here means "not set",
 # so that a kernel never halted reports exactly the four keys it always has.
-_OPTIONAL = ("cancel_failed", "cancels_pending", "observed_ns", "flushed_at")
+_OPTIONAL = ("cancel_failed", "cancels_pending", "observed_ns", "observed_at_ns", "flushed_at")
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,9 @@ class HaltState:
     cancel_failed: list[dict[str, Any]] | None = None
     cancels_pending: bool | None = None
     observed_ns: int | None = None  # when the gate saw it (monotonic ns); never in status.json
+    # The same instant on the wall clock (time.time_ns()), in status.json: no strategy call
+    # starts after it until the release.
+    observed_at_ns: int | None = None
     flushed_at: str | None = None  # set once the cancels are done and the ledger flushed
 
     def as_dict(self) -> dict[str, Any]:
@@ -95,6 +98,7 @@ class HaltController:
         self.state = HaltState(
             engaged=True, since=utcnow_iso(), reason=reason or f"halt requested in {source}",
             cancelled_orders=[], cancel_failed=[], cancels_pending=True, observed_ns=observed_ns,
+            observed_at_ns=self._gate.halt_observed_at_ns,
         )
         self._ledger.meta_set(halt=self.state.as_dict())
         log.critical("HALT engaged (%s): %s; cancelling resting orders", source, self.state.reason)

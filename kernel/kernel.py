@@ -37,6 +37,7 @@ from .reloader import Reloader
 from .run_state import RunState
 from .scheduler import Scheduler
 from .slot_runtime import SlotRuntime
+from .state_dir_lock import StateDirLock
 from .status_snapshot import StatusReport
 from .status_writer import StatusWriter
 from .venues import build_venue
@@ -59,6 +60,16 @@ class Kernel:
         self.options = options
         self.state_dir = Path(options.state_dir).resolve()
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        # One kernel per state dir: locked before the ledger opens, let go after it closes (shutdown).
+        self.state_lock = StateDirLock.acquire_for(self.state_dir)
+        try:
+            self._assemble(clock=clock, feed=feed, broker=broker)
+        except BaseException:
+            self._abandon_build()
+            raise
+
+    def _assemble(self, *, clock: Clock | None, feed: Any, broker: Broker | None) -> None:
+        options = self.options
         self.control_path = self.state_dir / CONTROL_FILE
         self.status_path = self.state_dir / STATUS_FILE
         strategies_dir = options.strategies_dir or (Path(__file__).resolve().parent.parent / "strategies")
@@ -91,11 +102,13 @@ class Kernel:
                                    cycle_deadline_ms=options.cycle_deadline_ms)
         self.reloader = Reloader(loader=self.loader, registry=self.registry, feed=self.feed, clock=self.clock,
                                  slots=self.slots, changes=self.changes, reload_budget_ms=options.reload_budget_ms,
-                                 smoke_slots=options.smoke_slots)
+                                 smoke_slots=options.smoke_slots, halted=lambda: self.gate.halted,
+                                 entries_allowed=self.execution.entries_allowed)
         self.cycles = Cycles(slots=self.slots, scheduler=self.scheduler, clock=self.clock, feed=self.feed,
                              broker=self.broker, registry=self.registry, execution=self.execution,
                              ledger=self.ledger, changes=self.changes, workers=options.workers,
-                             cycle_deadline_ms=options.cycle_deadline_ms, late_after_ms=options.late_after_ms)
+                             cycle_deadline_ms=options.cycle_deadline_ms, late_after_ms=options.late_after_ms,
+                             halted=lambda: self.gate.halted)
         self.commands = CommandStream(context=CommandContext(
             slots=self.slots, run_state=self.run_state, halt=self.halt, control=self.control,
             scheduler=self.scheduler, clock=self.clock, ledger=self.ledger, loader=self.loader,
@@ -113,6 +126,14 @@ class Kernel:
         self.pid = self.status.pid
         self.started_at = self.status.started_at
         self._boot()
+
+    def _abandon_build(self) -> None:
+        """A constructor that failed lets the state dir go (its ledger closed first)."""
+        try:
+            if getattr(self, "ledger", None) is not None:
+                self.ledger.close()
+        finally:
+            self.state_lock.release()
 
     # ================================================================== boot
 
@@ -236,5 +257,8 @@ class Kernel:
         try:
             self.broker.close()
         finally:
-            self.ledger.close()
+            try:
+                self.ledger.close()
+            finally:
+                self.state_lock.release()  # last: another kernel may open this state dir now
         log.info("kernel stopped")

@@ -171,6 +171,7 @@ class HaltStatus(BaseModel):
     cancelled_orders: list[str] = Field(default_factory=list)
     cancel_failed: list[dict[str, Any]] = Field(default_factory=list)  # {"client_order_id", "error"}
     cancels_pending: bool = False  # the cancels run off the tick thread; false once they are done
+    observed_at_ns: int | None = None  # wall clock (ns since the epoch) when the kernel observed it
 
 
 class StrategyStatus(BaseModel):
@@ -226,8 +227,10 @@ class SlotStatus(BaseModel):
     symbol: str
     timeframe: str
     strategy: str
-    strategy_version: int | None = None
+    strategy_version: int | None = None  # the version its next cycle runs
     strategy_sha256: str | None = None
+    last_cycle_version: int | None = None  # the version its last cycle ran (null before one, since start)
+    last_cycle_sha256: str | None = None
     state: SlotState
     fault: str | None = None
     position: PositionStatus = Field(default_factory=PositionStatus)

@@ -17,7 +17,6 @@ from .changes import Changes
 from .clock import Clock
 from .errors import ReloadFailed
 from .protocol import utcnow_iso
-from .scheduler import timeframe_ms
 from .slot_runtime import SlotRuntime
 from .versions import SmokeSample, StrategyLoader, StrategyRegistry, StrategyVersion, check_version
 
@@ -28,7 +27,9 @@ log = logging.getLogger("kernel")
 
 class Reloader:
     def __init__(self, *, loader: StrategyLoader, registry: StrategyRegistry, feed: Any, clock: Clock,
-                 slots: dict[str, SlotRuntime], changes: Changes, reload_budget_ms: int, smoke_slots: int) -> None:
+                 slots: dict[str, SlotRuntime], changes: Changes, reload_budget_ms: int, smoke_slots: int,
+                 halted: Callable[[], bool] = lambda: False,
+                 entries_allowed: Callable[[SlotRuntime], bool] = lambda slot: True) -> None:
         self._loader = loader
         self._registry = registry
         self._feed = feed
@@ -37,6 +38,10 @@ class Reloader:
         self._changes = changes
         self._budget_s = reload_budget_ms / 1000.0
         self._smoke_slots = smoke_slots
+        # The halt flag the tick thread sets first (OrderGate.halted), read before every
+        # strategy call of a reload; and what a live cycle of a slot would get as entries_allowed.
+        self._halted = halted
+        self._entries_allowed = entries_allowed
         self.recent: deque[dict[str, Any]] = deque(maxlen=50)  # newest last, for status.json
         self._queue: queue.SimpleQueue[tuple[Callable[[], Any], Future] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._loop, name="reload", daemon=True)
@@ -75,39 +80,38 @@ class Reloader:
     # ------------------------------------------------------------ load, check, swap
 
     def smoke_samples(self, name: str) -> list[SmokeSample]:
-        # Params are checked for every slot; the smoke evaluation runs on a few of them.
+        """Every slot of ``name`` as its next cycle would see it (tick thread). Params are
+        checked for every slot; the smoke evaluation runs on the first ``smoke_slots``."""
         samples = []
         for slot in self._slots.values():
             if slot.config.strategy != name:
                 continue
             samples.append(SmokeSample(
                 slot=slot.id, symbol=slot.config.symbol, timeframe=slot.config.timeframe,
-                params=dict(slot.config.params), candles=(), position=slot.position_qty,
+                params=dict(slot.config.params), position=slot.position_qty,
                 entry_price=slot.entry_price, state=dict(slot.strategy_state),
-                state_schema=slot.state_schema,
+                state_schema=slot.state_schema, entries_allowed=self._entries_allowed(slot),
             ))
         return samples
 
+    def halted_check(self, before: str) -> None:
+        """ReloadFailed("halted") once a halt is observed: nothing of a reload runs during one."""
+        if self._halted():
+            raise ReloadFailed("halted", f"halted: a halt was observed before {before}; release the halt "
+                                         "first, then reload")
+
     def load_checked(self, name: str, samples: list[SmokeSample] | None = None, *,
                      check: bool = True) -> StrategyVersion:
+        if check:
+            self.halted_check("the import")
         version = self._loader.load(name, self._registry.next_number(name))
         samples = samples if samples is not None else self.smoke_samples(name)
-        now = self._clock.now_ms()
-        # Every slot's params must validate; candles for a few, to evaluate on.
-        with_candles = []
-        for i, s in enumerate(samples):
-            if i < self._smoke_slots:
-                try:
-                    params = version.params(s.params)
-                    n = version.warmup(params)
-                    tf = timeframe_ms(s.timeframe)
-                    s.candles = tuple(self._feed.candles(s.symbol, s.timeframe, (now // tf) * tf, n))
-                except Exception:  # noqa: BLE001 - check_version reports params errors itself
-                    pass
-            with_candles.append(s)
         try:
             if check:
-                check_version(version, with_candles, self._budget_s)
+                # Contexts built as a live cycle builds them, for the latest close: the full
+                # warm-up, now_ms at the close, the slot's params, state and position.
+                check_version(version, samples, self._budget_s, feed=self._feed, now_ms=self._clock.now_ms(),
+                              smoke_slots=self._smoke_slots, should_stop=self._halted)
             else:
                 # First load at boot: the interface was checked; no smoke run holds up the start,
                 # but module state must still never change.
@@ -125,7 +129,8 @@ class Reloader:
         try:
             version = self.load_checked(name, samples)
         except ReloadFailed as exc:
-            r.update(result="failed", error=f"{exc.stage}: {exc}")
+            # A halt that landed mid-reload abandons it; any other failed check fails it.
+            r.update(result="abandoned" if exc.stage == "halted" else "failed", error=f"{exc.stage}: {exc}")
             return r
         r["new_sha256"] = version.sha256
         if old is not None and version.sha256 == old.sha256:
@@ -133,7 +138,8 @@ class Reloader:
             r.update(result="unchanged", version=old.number)
             return r
         try:
-            r["lock_wait_ms"] = self._registry.swap(version)
+            # Checked once more under the reload lock: never swapped in during a halt.
+            r["lock_wait_ms"] = self._registry.swap(version, should_stop=self._halted)
         except ReloadFailed as exc:
             version.unload()
             r.update(result="abandoned", error=f"{exc.stage}: {exc}")

@@ -32,6 +32,8 @@ class SlotRuntime:
     late_cycles: int = 0
     errors: int = 0
     last_cycle_ms: int | None = None
+    last_cycle_version: int | None = None  # the version its last cycle ran (not stored: None after a restart)
+    last_cycle_sha256: str | None = None
     inflight: Job | None = None
     pending_config: SlotConfig | None = None
     position_qty: float = 0.0

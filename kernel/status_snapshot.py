@@ -125,12 +125,15 @@ class StatusReport:
                 marked += s.position_qty * s.last_price
             elif s.position_qty > EPS and s.entry_price is not None:
                 marked += s.position_qty * s.entry_price
-            v = self._registry.current.get(s.config.strategy)
+            # The version its next cycle runs: the current one of the strategy it will run then
+            # (a pending config's, if one waits); what its last cycle ran is reported beside it.
+            v = self._registry.current.get((s.pending_config or s.config).strategy)
             nxt = self._scheduler.next_close(s.id) if scheduling else None
             slots.append({
                 "id": s.id, "symbol": s.config.symbol, "timeframe": s.config.timeframe,
                 "strategy": s.config.strategy, "strategy_version": v.number if v else None,
-                "strategy_sha256": v.sha256 if v else None, "state": s.state, "fault": s.fault,
+                "strategy_sha256": v.sha256 if v else None, "last_cycle_version": s.last_cycle_version,
+                "last_cycle_sha256": s.last_cycle_sha256, "state": s.state, "fault": s.fault,
                 "position": {"qty": s.position_qty, "entry_price": s.entry_price,
                              "realized_pnl": s.realized_pnl},
                 "last_cycle_at": ms_to_iso(s.last_cycle_ms), "next_cycle_at": ms_to_iso(nxt),

@@ -1,13 +1,21 @@
-"""Writes status.json off the tick thread: the tick hands over a snapshot, latest wins."""
+"""Writes status.json off the tick thread: the tick hands over a snapshot, latest wins.
+
+Each write replaces status.json by rename (kernel/safe_files.py): a symlink, FIFO or device
+someone put there is replaced itself, never followed or opened, and logged once. A new
+status.json gets 0o666 minus the kernel's umask: the console's user must be able to read it.
+"""
 from __future__ import annotations
 
 import logging
 import math
+import os
+import stat
 import threading
 from pathlib import Path
 from typing import Any
 
 from .control import atomic_write_json
+from .safe_files import file_kind
 
 log = logging.getLogger("kernel.status")
 
@@ -34,12 +42,22 @@ class StatusWriter:
         self._write(snapshot)
 
     def _write(self, snapshot: dict[str, Any]) -> None:
+        self._check_not_replacing_a_special_file()
         try:
             atomic_write_json(self.path, snapshot)
         except ValueError:
             # NaN/Infinity are not JSON: report them as null rather than stop reporting.
             atomic_write_json(self.path, _finite(snapshot))
         self.written += 1
+
+    def _check_not_replacing_a_special_file(self) -> None:
+        try:
+            mode = os.lstat(self.path).st_mode
+        except OSError:
+            return
+        if not stat.S_ISREG(mode):
+            log.warning("%s is %s, not a regular file: replacing it (never following or opening it)",
+                        self.path, file_kind(mode))
 
     def _run(self) -> None:
         while True:

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # System packages the test suite needs beyond Python, from Debian's archive:
 #   chromium (the browser tests drive Debian's headless Chromium; test tools' own browser
-#   downloads do not work here) and redis-server (Celery's broker in the Redis tests);
+#   downloads do not work here), redis-server (Celery's broker in the Redis tests) and
+#   postgresql (the console's suites run a second time on a throwaway PostgreSQL cluster,
+#   tests/support/postgres.py; the package's own "main" cluster is not created);
 #   with BENCH=1, also wrk (the console load benchmark, docs/benchmarks.md).
 # Installs only what is missing; needs root (or sudo) the first time.
 set -euo pipefail
@@ -10,6 +12,8 @@ need=()
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v flock >/dev/null 2>&1 || need+=(util-linux)  # flock(1): the shell takes the writers' lock too
+# The server binaries live in /usr/lib/postgresql/<version>/bin, not on PATH.
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
 # BENCH=1: also wrk, the HTTP load generator of bench/console_load.py (make bench).
 if [ -n "${BENCH:-}" ] && [ "${BENCH}" != 0 ]; then
   command -v wrk >/dev/null 2>&1 || need+=(wrk)
@@ -27,4 +31,10 @@ fi
 echo "Installing system packages: ${need[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
+if [[ " ${need[*]} " == *" postgresql "* ]]; then
+  # The tests start their own cluster in a temp folder: the package must not create (and start)
+  # a "main" cluster of its own. postgresql-common reads this before the server package installs.
+  $SUDO apt-get install -y -qq --no-install-recommends postgresql-common >/dev/null
+  $SUDO sed -i 's/^#\?\s*create_main_cluster\s*=.*/create_main_cluster = false/' /etc/postgresql-common/createcluster.conf
+fi
 $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from foresight_site.settings import DEV_SECRET_KEY, database_from_url
+from foresight_site.environment import DEV_SECRET_KEY, database_from_url
 
 ENV_NAMES = (
     "FORESIGHT_ENV",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from django.conf import settings
 from django.http import HttpRequest
 from ninja import Path, Query, Router
 
@@ -42,7 +43,10 @@ from .schemas import (
     TokenOut,
 )
 
-MAX_WAIT_S = 30.0
+# A request that waits holds a web server thread all that time: the cap keeps waits short, so
+# that a halt never waits long for a thread (foresight_site/gunicorn.conf.py). Read at start-up:
+# it is part of the API's schema.
+MAX_WAIT_S = settings.FORESIGHT_API_MAX_WAIT_S
 
 _READ_ERRORS = {401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 422: ErrorOut}
 _WRITE_ERRORS = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut,
@@ -50,7 +54,9 @@ _WRITE_ERRORS = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409
 
 KernelName = Path(..., pattern=NAME_PATTERN, description="the kernel's name")
 SlotId = Path(..., pattern=SLOT_ID_PATTERN, description="the slot's id, e.g. btc-5m")
-Wait = Query(0.0, ge=0, le=MAX_WAIT_S, description="seconds to wait for the kernel's answer (max 30)")
+Wait = Query(0.0, ge=0, le=MAX_WAIT_S,
+             description=f"seconds to wait for the kernel's answer (at most {MAX_WAIT_S:g}, FORESIGHT_API_MAX_WAIT_S); "
+                         "a halt answers at once without it")
 
 kernels_router = Router(auth=API_AUTH, tags=["kernels"])
 slots_router = Router(auth=API_AUTH, tags=["slots"])

@@ -175,7 +175,9 @@ class AuditEventQuerySet(models.QuerySet):
 
 class AuditEvent(models.Model):
     """One operator action or kernel outcome. Append-only: the ORM refuses to change or
-    delete one, and database triggers (see the migration) refuse it below the ORM too."""
+    delete one, and database triggers (migrations 0002 and 0005) refuse it below the ORM too,
+    as they refuse an insert that reuses an id or a dedupe key. Tamper-evident: each event
+    carries a hash chained to the one before it (services/audit_chain.py, ``verifyaudit``)."""
 
     at = models.DateTimeField(default=timezone.now, db_index=True)
     actor = models.CharField(max_length=200, db_index=True, help_text="username, user@host, or kernel:<name>")
@@ -192,6 +194,10 @@ class AuditEvent(models.Model):
         max_length=200, null=True, blank=True, unique=True,
         help_text="set for kernel outcomes so each is recorded exactly once",
     )
+    prev_hash = models.CharField(max_length=64, blank=True, default="", editable=False,
+                                 help_text="the hash of the event before this one")
+    hash = models.CharField(max_length=64, blank=True, default="", editable=False,
+                            help_text="sha256 of prev_hash and this event's content")
 
     objects = AuditEventQuerySet.as_manager()
 
@@ -220,12 +226,45 @@ class ApiToken(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Every token ends: FORESIGHT_TOKEN_DEFAULT_DAYS unless asked, never past FORESIGHT_TOKEN_MAX_DAYS.
+    expires_at = models.DateTimeField()
 
     class Meta:
         ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…){' revoked' if self.revoked_at else ''}"
+
+    def is_expired(self, now=None) -> bool:
+        return self.expires_at <= (now or timezone.now())
+
+
+class AuthFailure(models.Model):
+    """Failed authentications, counted: one row per (kind, source, window) however many
+    attempts, so a flood of wrong passwords or tokens cannot grow a table without bound
+    (services/auth_failures.py). ``source`` is the client's address."""
+
+    KIND_LOGIN = "login"  # a wrong admin password (user_login_failed)
+    KIND_TOKEN = "token"  # a bad, revoked or expired bearer token
+    KIND_LOCKOUT = "lockout"  # django-axes locked a source out (audited once per row)
+    KINDS = [(KIND_LOGIN, "wrong password"), (KIND_TOKEN, "bad API token"), (KIND_LOCKOUT, "locked out")]
+
+    kind = models.CharField(max_length=16, choices=KINDS)
+    source = models.CharField(max_length=64)
+    window_start = models.DateTimeField(db_index=True)
+    count = models.PositiveIntegerField(default=0)
+    last_at = models.DateTimeField()
+    last_detail = models.CharField(max_length=150, blank=True, default="",
+                                   help_text="the last username tried, or the token's prefix")
+
+    class Meta:
+        ordering = ["-window_start", "kind", "source"]
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "source", "window_start"], name="auth_failure_one_row_per_window"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} from {self.source}: {self.count} since {self.window_start:%Y-%m-%d %H:%M:%S}"
 
 
 class Fill(models.Model):

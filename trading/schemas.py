@@ -1,11 +1,11 @@
 """Request (In) and response (Out) schemas of the Ninja API. Explicit fields only."""
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Optional
 
 from ninja import Field, ModelSchema, Schema
-from pydantic import ConfigDict
+from pydantic import ConfigDict, field_validator
 
 from kernel.protocol import STRATEGY_NAME_PATTERN, SYMBOL_PATTERN, TIMEFRAMES
 
@@ -158,6 +158,17 @@ class AuditFilters(Schema):
     limit: int = Field(100, ge=1, le=500)
     offset: int = Field(0, ge=0, le=1_000_000_000)
 
+    @field_validator("since", "until")
+    @classmethod
+    def _in_utc(cls, value: datetime | None) -> datetime | None:
+        # Python takes offsets up to ±24 h, PostgreSQL only up to ±15:59: compare in UTC.
+        if value is None or value.tzinfo is None:
+            return value
+        try:
+            return value.astimezone(timezone.utc)
+        except OverflowError:
+            raise ValueError("out of range once in UTC") from None
+
 
 class AuditPageOut(Schema):
     count: int
@@ -178,7 +189,7 @@ class TokenIn(Schema):
 class TokenOut(ModelSchema):
     class Meta:
         model = ApiToken
-        fields = ["id", "name", "prefix", "created_at", "last_used_at", "revoked_at"]
+        fields = ["id", "name", "prefix", "created_at", "expires_at", "last_used_at", "revoked_at"]
 
 
 class TokenCreatedOut(TokenOut):

@@ -7,6 +7,12 @@ enqueuer, trading/services/task_queue.py, never imports this module) and route p
 a delivery goes to Kernel.queue (its host's worker), a halt to "<Kernel.queue>.halt"; the
 periodic tasks are sent by beat (CELERY_BEAT_SCHEDULE in settings). Without REDIS_URL they all run eagerly in
 the calling process, and ``syncstatus --loop`` does the periodic work.
+
+A message is not trusted (anyone who can publish to Redis can write one): a task carries a
+command's id or a kernel's name only, never a path or an actor, and takes exactly its
+declared arguments. The services resolve the rest on this host (services/host_kernels.py:
+the row the console wrote, the state dir of this host's FORESIGHT_HOST_KERNELS); a message
+they refuse is audited ("task.refused"), never retried, and nothing is written.
 """
 from __future__ import annotations
 
@@ -18,9 +24,11 @@ from celery import shared_task
 from django.conf import settings
 from django.utils import timezone
 
+from django.db import DatabaseError
+
 from kernel.control import ControlError
 
-from . import selectors, services
+from . import services
 from .models import ControlCommand
 from .services.task_queue import (
     CHECK_STALE_KERNELS,
@@ -58,13 +66,16 @@ def _pause_after_write():
 
 @shared_task(name=DELIVER_COMMAND, bind=True, acks_late=True, reject_on_worker_lost=True,
              max_retries=DELIVERY_RETRIES, ignore_result=True)
-def deliver_command(self, command_pk: int) -> str:
+def deliver_command(self, command_pk: int, *extra, **forged) -> str:
     """Append a command (and its kernel's older pending ones) to control.json on this host."""
-    command = selectors.command_find(pk=command_pk)
+    try:
+        services.task_args_check(extra=extra, forged=forged)
+        command = services.command_deliver_on_host(command_pk=command_pk, after_write=_pause_after_write())
+    except services.TaskRefused as exc:
+        return services.task_refuse(task=DELIVER_COMMAND, reason=exc.message,
+                                    message={"command_pk": command_pk, "args": extra, "kwargs": forged})
     if command is None:
-        log.warning("deliver_command: no command with pk %s", command_pk)
         return "unknown"
-    command = services.command_deliver(command=command, after_write=_pause_after_write())
     if command.status != ControlCommand.Status.PENDING or self.request.is_eager:
         return command.status  # eagerly (no broker), syncstatus --loop re-delivers what failed
     if self.request.retries >= self.max_retries:
@@ -80,24 +91,42 @@ def deliver_command(self, command_pk: int) -> str:
 
 @shared_task(name=DELIVER_HALT, bind=True, acks_late=True, reject_on_worker_lost=True,
              max_retries=HALT_RETRIES, ignore_result=True)
-def deliver_halt(self, command_id: str, state_dir: str, reason: str, by: str) -> str:
-    """On the "<queue>.halt" path: write the halt into control.json on this host unless the
-    console already did, then sync the kernel's confirmation. Carries what a halt needs
-    without the database (a halt waits for neither the database nor its own row)."""
+def deliver_halt(self, command_id: str, kernel_name: str, *extra, **forged) -> str:
+    """On the "<queue>.halt" path: write the halt (its row's reason and actor) into this host's
+    control.json of the kernel unless the console already did, then sync the kernel's answer."""
+    message = {"command_id": command_id, "kernel_name": kernel_name, "args": extra, "kwargs": forged}
+    last_try = self.request.is_eager or self.request.retries >= self.max_retries
     try:
-        return services.halt_deliver(command_id=command_id, state_dir=state_dir, reason=reason, by=by)
-    except (ControlError, OSError, ValueError) as exc:
-        if self.request.is_eager or self.request.retries >= self.max_retries:
-            log.critical("HALT %s could not be written into %s: %s (the host's sync keeps trying)",
-                         command_id, state_dir, exc)
+        services.task_args_check(extra=extra, forged=forged)
+        return services.halt_deliver(command_id=command_id, kernel_name=kernel_name)
+    except services.TaskNotYet as exc:
+        if last_try:
+            return services.task_refuse(task=DELIVER_HALT, reason=exc.message, message=message,
+                                        kernel_name=kernel_name, command_id=command_id)
+        error: Exception = exc
+    except services.TaskRefused as exc:
+        return services.task_refuse(task=DELIVER_HALT, reason=exc.message, message=message,
+                                    kernel_name=kernel_name, command_id=command_id)
+    except (ControlError, OSError, ValueError, DatabaseError) as exc:
+        if last_try:
+            log.critical("HALT %s for kernel %s could not be written: %s (the host's sync keeps trying)",
+                         command_id, kernel_name, exc)
             return "failed"
-        log.critical("HALT %s could not be written into %s: %s; retrying", command_id, state_dir, exc)
-        raise self.retry(countdown=_backoff(self.request.retries, 5.0)) from None
+        error = exc
+    log.critical("HALT %s for kernel %s could not be written yet: %s; retrying", command_id, kernel_name, error)
+    raise self.retry(countdown=_backoff(self.request.retries, 5.0))
 
 
 @shared_task(name=SYNC_HOST_KERNELS, ignore_result=True)
-def sync_host_kernels(queue: str) -> list[dict]:
-    """Beat, on the host's queue: sync the kernels whose Kernel.queue is ``queue`` from their files."""
+def sync_host_kernels(queue: str, *extra, **forged) -> list[dict] | str:
+    """Beat, on the host's queue: sync this host's kernels whose Kernel.queue is ``queue`` from their files."""
+    try:
+        services.task_args_check(extra=extra, forged=forged)
+        if not isinstance(queue, str):
+            raise services.TaskRefused("a queue's name must be a string")
+    except services.TaskRefused as exc:
+        return services.task_refuse(task=SYNC_HOST_KERNELS, reason=exc.message,
+                                    message={"queue": queue, "args": extra, "kwargs": forged})
     return services.host_sync(queue=queue)
 
 

@@ -1,10 +1,12 @@
 """Strategy versions: load beside the old one, check, swap under the reload lock.
 
-- ``generations``: each load is a fresh synthetic package, compiled from the source it hashed;
-- ``import_rules``: what a strategy may import;
+- ``generations``: each load is a fresh synthetic package, compiled from the source it hashed,
+  of regular files physically inside the strategies folder only (never a symlink, FIFO, device);
+- ``import_rules``: what a strategy may import and call: an allowlist, with explicit opt-ins;
 - ``version``: ``StrategyVersion``, a loaded version and its content hash;
 - ``loader``: ``StrategyLoader``, a strategy as a new generation, its interface checked;
-- ``statelessness``: the module-level state a strategy must not change;
+- ``statelessness``: the state a strategy must not keep: everything its modules reach (globals,
+  helpers, classes, instances, function defaults/attributes, closure cells), watched;
 - ``checks``: the checks before publication (params, smoke evaluation in a budget, statelessness);
 - ``registry``: ``StrategyRegistry``, pin / swap / rollback under the reload lock.
 

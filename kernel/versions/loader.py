@@ -1,4 +1,8 @@
-"""The strategy loader: imports a strategy as a fresh generation and checks its interface."""
+"""The strategy loader: imports a strategy as a fresh generation and checks its interface.
+
+Only regular files physically inside the folder count (generations.py): a symlink, a FIFO,
+a device or a directory named like a strategy *exists* (so that a reload, a slot.add or a
+slot.configure naming it fails with the reason) but never loads, and nothing of it runs."""
 from __future__ import annotations
 
 import ast
@@ -8,7 +12,8 @@ from pathlib import Path
 from ..errors import ReloadFailed
 from ..protocol import STRATEGY_RE, utcnow_iso
 from ..strategy_api import StrategyParams
-from .generations import Generation, generation_drop, generation_open
+from .generations import (Generation, generation_drop, generation_open, not_regular, read_strategy_file,
+                          strategy_file_kind)
 from .version import StrategyVersion, version_sha
 
 
@@ -17,17 +22,20 @@ class StrategyLoader:
         self.folder = Path(folder).resolve()
 
     def exists(self, name: str) -> bool:
-        return bool(STRATEGY_RE.match(name)) and (self.folder / f"{name}.py").is_file()
+        """Is there something at ``<name>.py`` (never followed if a symlink)? ``load`` says
+        whether it is a regular file that loads."""
+        return bool(STRATEGY_RE.match(name)) and strategy_file_kind(self.folder / f"{name}.py") != "missing"
 
     def available(self) -> list[str]:
-        """Modules of the folder that define ``evaluate`` (helpers such as indicators do not)."""
+        """Modules of the folder that define ``evaluate`` (helpers such as indicators do not);
+        regular files only."""
         out = []
         for p in self.folder.glob("*.py"):
-            if not STRATEGY_RE.match(p.stem):
+            if not STRATEGY_RE.match(p.stem) or strategy_file_kind(p) != "file":
                 continue
             try:
-                tree = ast.parse(p.read_text(encoding="utf-8"))
-            except (SyntaxError, UnicodeDecodeError, OSError):
+                tree = ast.parse(read_strategy_file(self.folder, p.name).decode("utf-8"))
+            except (SyntaxError, UnicodeDecodeError, ValueError, ReloadFailed):
                 out.append(p.stem)  # broken, but meant as a strategy: reloading it reports why
                 continue
             if any(isinstance(n, ast.FunctionDef) and n.name == "evaluate" for n in tree.body):
@@ -39,13 +47,18 @@ class StrategyLoader:
         ReloadFailed (with .stage) and leaves nothing behind on failure."""
         if not STRATEGY_RE.match(name):
             raise ReloadFailed("name", f"{name!r} is not a strategy name (a-z, 0-9, _)")
-        if not (self.folder / f"{name}.py").is_file():
+        kind = strategy_file_kind(self.folder / f"{name}.py")
+        if kind == "missing":
             raise ReloadFailed("name", f"no strategy {name!r} in {self.folder}")
+        if kind != "file":
+            raise not_regular(self.folder, f"{name}.py", kind)
         gen = generation_open(folder=self.folder)
         package = gen.package
         try:
             try:
                 module = importlib.import_module(f"{package}.{name}")
+            except ReloadFailed:
+                raise  # a file that is not a regular one, state certain from the source
             except SyntaxError as exc:
                 raise ReloadFailed("import", f"syntax error in {Path(exc.filename or '').name}:{exc.lineno}: {exc.msg}") from exc
             except ImportError as exc:
@@ -90,4 +103,5 @@ class StrategyLoader:
             warmup_fn=warmup,
             state_schema=schema,
             migrate_state=migrate,
+            opt_ins={f: d for f, d in gen.opt_ins.items() if d},
         )

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import threading
 import time
+from typing import Callable
 
 from ..errors import ReloadFailed
 from .version import StrategyVersion
@@ -41,16 +42,20 @@ class StrategyRegistry:
     def get(self, name: str) -> StrategyVersion | None:
         return self.current.get(name)
 
-    def swap(self, version: StrategyVersion, timeout_s: float = RELOAD_LOCK_TIMEOUT_S) -> float:
+    def swap(self, version: StrategyVersion, timeout_s: float = RELOAD_LOCK_TIMEOUT_S,
+             should_stop: Callable[[], bool] | None = None) -> float:
         """Publish ``version``; returns the lock wait in ms. Raises ReloadFailed (stage
         "lock") when the lock cannot be had in time: the reload is abandoned, not the
-        cycles."""
+        cycles; (stage "halted") when ``should_stop`` says so under the lock."""
         t0 = time.perf_counter_ns()
         if not self.lock.acquire(timeout=timeout_s):
             raise ReloadFailed(
                 "lock", f"reload lock not acquired within {timeout_s:.1f} s; reload abandoned"
             )
         try:
+            if should_stop is not None and should_stop():
+                raise ReloadFailed("halted", "halted: a halt was observed before the swap; release the halt "
+                                             "first, then reload")
             waited_ms = (time.perf_counter_ns() - t0) / 1e6
             old = self.current.get(version.name)
             self.current[version.name] = version

@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import hashlib
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..strategy_api import Context, Decision, StrategyParams
 from .generations import generation_drop
-from .statelessness import ModuleStateWatch, module_state_changed, module_state_fingerprint, module_state_watch
+from .statelessness import ModuleStateWatch, module_state_change, module_state_watch, watch_fingerprint
 
 
 @dataclass
@@ -26,20 +26,30 @@ class StrategyVersion:
     warmup_fn: Callable[[StrategyParams], int] | None
     state_schema: int
     migrate_state: Callable[[dict, int], dict] | None
-    baseline: str = ""  # module state fingerprint after the checks
+    baseline: str = ""  # fingerprint of the state the version's modules reach, after the checks
     _watch: ModuleStateWatch | None = None  # taken with the baseline
-    tainted: str | None = None  # set once a cycle saw its module state change
+    tainted: str | None = None  # set once a cycle saw its state change
+    changed_at: str | None = None  # where state changed first (e.g. "alpha.Counter"), once it did
+    opt_ins: dict[str, dict[str, str]] = field(default_factory=dict)  # file -> ALLOW_* declarations
 
     def set_baseline(self) -> None:
-        """Take the module state that every later cycle is compared with."""
-        self.baseline = module_state_fingerprint(self.modules)
+        """Take the state every later cycle is compared with: everything the version's modules
+        reach (kernel/versions/statelessness.py). Raises ReloadFailed("stateless") for state
+        that cannot be watched (an iterator at module level, data too large or deep)."""
         self._watch = module_state_watch(self.modules)
+        self.baseline = watch_fingerprint(self._watch)
 
     def state_changed(self) -> bool:
-        """Did module-level state change since the baseline? (False before one is taken.)"""
+        """Did anything the version's modules reach change since the baseline (a global, a helper
+        module, a class attribute, an instance, a function attribute or default, a closure
+        cell)? False before a baseline is taken. Sets ``changed_at`` to where."""
         if self._watch is None:
             return False
-        return module_state_changed(self._watch)
+        where = module_state_change(self._watch)
+        if where is None:
+            return False
+        self.changed_at = self.changed_at or where
+        return True
 
     def warmup(self, params: StrategyParams) -> int:
         if self.warmup_fn is None:

@@ -5,7 +5,8 @@ and ``celery beat`` subprocesses, and a console process, all on one file SQLite 
   --appendonly no`` unless asked), can be killed and started again on the same port, and is
   killed at teardown.
 - :class:`Cluster` holds the database (migrated once per session, copied per test) and the
-  environment every process gets (DATABASE_URL, REDIS_URL, the FORESIGHT_* knobs); it starts
+  environment every process gets (DATABASE_URL, REDIS_URL, the FORESIGHT_* knobs; each worker
+  its host's kernels, :func:`host_kernels`); it starts
   workers (``celery -A foresight_site worker -Q ...``), beat, and a :class:`ConsoleShell`,
   and kills every process it started at teardown, whatever the test did.
 - :class:`ConsoleShell` is a long-lived Django process that runs snippets of Python sent to
@@ -39,6 +40,11 @@ from tests.support.processes import clean_env, kill_group, spawn
 from tests.support.waiting import wait_until
 
 WAIT_S = 60.0
+
+
+def host_kernels(**state_dirs: Path) -> str:
+    """FORESIGHT_HOST_KERNELS for a worker: ``host_kernels(alpha=dir_a)`` → "alpha=/abs/dir_a"."""
+    return ",".join(f"{name}={Path(d).resolve()}" for name, d in state_dirs.items())
 
 
 # ================================================================== redis-server

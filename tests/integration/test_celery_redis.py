@@ -16,7 +16,9 @@ kernels, and one SQLite file database shared by all of them (tests/integration/c
   kernel's issue order, each audited once.
 
 "Hosts" are queues here: every process runs on this machine, and a kernel registered with
-host "remote-b" is one whose files the console must not touch (only its worker does).
+host "remote-b" is one whose files the console must not touch (only its worker does). Each
+worker is told its host's kernels (FORESIGHT_HOST_KERNELS), as in production: the tasks
+carry names and ids only (tests/integration/test_celery_trust.py has the forged messages).
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ from tests.integration.celery_cluster import (  # noqa: F401 (fixtures)
     Cluster,
     cluster,
     console_db_template,
+    host_kernels,
     redis_server,
 )
 from tests.support.ledger_reader import ledger_rows
@@ -161,8 +164,8 @@ def test_commands_reach_only_their_kernels_host_and_every_outcome_is_audited(clu
     cluster.settings["FORESIGHT_STALE_AFTER_S"] = "4"
     dir_a, dir_b = tmp_path / "kernel-a", tmp_path / "kernel-b"
     ka, kb = kernels(dir_a), kernels(dir_b)
-    cluster.worker("worker-a", "host-a,host-a.halt")
-    cluster.worker("worker-b", "host-b,host-b.halt")
+    cluster.worker("worker-a", "host-a,host-a.halt", FORESIGHT_HOST_KERNELS=host_kernels(alpha=dir_a))
+    cluster.worker("worker-b", "host-b,host-b.halt", FORESIGHT_HOST_KERNELS=host_kernels(beta=dir_b))
     console = cluster.worker("worker-console", "console", concurrency=1)
     cluster.beat()
     # alpha is on this machine (its halt is written directly); beta is "remote": only worker-b touches it.
@@ -234,7 +237,7 @@ def test_without_redis_the_same_tasks_run_in_process_and_syncstatus_records_the_
     assert [c["id"] for c in ledger_commands(dir_a) if c["id"] in ids] == ids
     assert Counter(e["command_id"] for e in audits(cluster, "command.applied", ids)) == Counter(ids)
 
-    reply = api(shell, token, "/api/kernels/alpha/halt?wait=10", {"reason": "integration: embedded"})
+    reply = api(shell, token, "/api/kernels/alpha/halt?wait=5", {"reason": "integration: embedded"})
     assert reply["status"] == 202 and reply["body"]["status"] == "applied", reply
     assert ka.status()["state"] == "halted"
 
@@ -250,7 +253,8 @@ def test_a_worker_killed_mid_delivery_is_redelivered_and_the_command_applied_onc
     shell, _ = setup_console(cluster, [("alpha", dir_a, "host-a", "")])
     # No beat: the host's periodic sync (which also re-sends pending commands) is not running,
     # so only Redis redelivering the unacknowledged task can finish this delivery.
-    slow = cluster.worker("worker-a1", "host-a,host-a.halt", concurrency=1, FORESIGHT_TEST_DELIVERY_PAUSE_S="60")
+    slow = cluster.worker("worker-a1", "host-a,host-a.halt", concurrency=1, FORESIGHT_TEST_DELIVERY_PAUSE_S="60",
+                          FORESIGHT_HOST_KERNELS=host_kernels(alpha=dir_a))
 
     [cid] = shell.run(ISSUE, commands=[("alpha", "pause", None)])
     ka.wait(lambda s: any(c["id"] == cid and c["result"] == "applied" for c in s["commands"]),
@@ -261,7 +265,7 @@ def test_a_worker_killed_mid_delivery_is_redelivered_and_the_command_applied_onc
     row = commands(cluster, [cid])[cid]
     assert (row["status"], row["delivery_attempts"]) == ("pending", 0)
 
-    fresh = cluster.worker("worker-a2", "host-a,host-a.halt")
+    fresh = cluster.worker("worker-a2", "host-a,host-a.halt", FORESIGHT_HOST_KERNELS=host_kernels(alpha=dir_a))
     wait_status(cluster, [cid], "delivered")
     assert f"Task trading.deliver_command[" in fresh.log() and "1 already handled by the kernel" in fresh.log()
     shell.run("from trading import tasks\ntasks.sync_host_kernels.apply_async(('host-a',), queue='host-a')")
@@ -281,7 +285,7 @@ def test_with_redis_down_a_local_halt_still_works_and_remote_commands_wait_in_th
         cluster, kernels, tmp_path, redis_server):
     dir_l, dir_r = tmp_path / "kernel-local", tmp_path / "kernel-remote"
     kl, kr = kernels(dir_l), kernels(dir_r)
-    cluster.worker("worker-b", "host-b,host-b.halt")
+    cluster.worker("worker-b", "host-b,host-b.halt", FORESIGHT_HOST_KERNELS=host_kernels(remote=dir_r))
     cluster.beat()
     shell, token = setup_console(cluster, [("local", dir_l, "", ""), ("remote", dir_r, "host-b", "remote-b")])
     wait_slots(cluster, "local", "remote")
@@ -290,7 +294,7 @@ def test_with_redis_down_a_local_halt_still_works_and_remote_commands_wait_in_th
 
     redis_server.kill()
 
-    reply = api(shell, token, "/api/kernels/local/halt?wait=10", {"reason": "integration: redis is down"})
+    reply = api(shell, token, "/api/kernels/local/halt?wait=5", {"reason": "integration: redis is down"})
     assert reply["status"] == 202 and reply["body"]["status"] == "applied", reply
     assert kl.status()["state"] == "halted"
 
@@ -347,8 +351,8 @@ def test_a_thousand_commands_from_four_processes_are_applied_once_in_issue_order
         cluster, kernels, tmp_path):
     dir_a, dir_b = tmp_path / "kernel-a", tmp_path / "kernel-b"
     kernels(dir_a), kernels(dir_b)
-    cluster.worker("worker-a", "host-a,host-a.halt")
-    cluster.worker("worker-b", "host-b,host-b.halt")
+    cluster.worker("worker-a", "host-a,host-a.halt", FORESIGHT_HOST_KERNELS=host_kernels(alpha=dir_a))
+    cluster.worker("worker-b", "host-b,host-b.halt", FORESIGHT_HOST_KERNELS=host_kernels(beta=dir_b))
     cluster.beat()
     setup_console(cluster, [("alpha", dir_a, "host-a", ""), ("beta", dir_b, "host-b", "")])
 

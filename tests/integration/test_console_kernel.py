@@ -83,6 +83,7 @@ class Console:
             PYTHONPATH=os.pathsep.join([str(self.root), str(REPO)]),
             DATABASE_URL=database_url or f"sqlite:///{self.db}",
             PYTHONUNBUFFERED="1",
+            FORESIGHT_API_MAX_WAIT_S="30",  # a reload's checks may take longer than the default 5 s cap here
         )
 
     def manage(self, *args: str, database_url: str | None = None, check: bool = True,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from kernel import cli
+from kernel.state_dir_lock import StateDirLock
 
 
 def _opts(**changes):
@@ -27,3 +28,15 @@ def test_start_takes_epoch_ms_or_iso_and_names_what_it_refuses():
     assert cli.start_ms_parse(text="2023-11-14T22:13:20") == 1_700_000_000_000  # no zone: UTC
     with pytest.raises(cli.BadOption, match="neither ISO 8601 nor epoch"):
         cli.start_ms_parse(text="yesterday")
+
+
+def test_a_busy_state_dir_exits_1_with_one_line_naming_the_holder(tmp_path, capsys):
+    held = StateDirLock.acquire_for(tmp_path)
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            cli.main(["--state-dir", str(tmp_path)])
+    finally:
+        held.release()
+    assert exit_.value.code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "in use by another kernel (pid" in err and "Traceback" not in err

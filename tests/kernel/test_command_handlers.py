@@ -101,3 +101,41 @@ def test_a_flatten_sells_the_position_and_pauses_the_slot(driver):
     assert driver.slot("btc-5m")["state"] == "paused"
     r = driver.command("slot.flatten", "btc-5m")
     assert r["detail"] == {"note": "no position to flatten", "qty": 0.0}
+
+
+# ------------------------------------------------------------------ during a halt (issue 10, item 1)
+
+
+def test_during_a_halt_what_would_run_strategy_code_is_refused_with_the_way_out(driver, strategies):
+    """Reload, rollback, a slot.add and a slot.configure of strategy or params would run strategy
+    code (import, params validators, smoke run, migrate_state) or change the version under a halted
+    kernel: refused, saying to release first. A risk setting may still change."""
+    from kernel.control import atomic_write_json
+
+    (strategies / "fixed.py").write_text(EVALUATE_ALWAYS_RAISES_FIXED)
+    driver.add_slot("btc-5m", "flip")
+    driver.advance(M5)
+    k = driver.kernel
+    loaded = dict(k.registry.current)
+    atomic_write_json(driver.state_dir / "control.json", {"halt": True})
+    k.tick_once()
+    assert k.snapshot()["state"] == "halted"
+    for action, slot, args, what in (
+        ("reload", None, {}, "then reload"),
+        ("reload", None, {"strategy": "flip"}, "then reload"),
+        ("rollback", None, {"strategy": "flip"}, "then roll back"),
+        ("slot.add", "eth-5m", {"id": "eth-5m", "symbol": "ETH/USDT", "timeframe": "5m", "strategy": "fixed"},
+         "then add the slot"),
+        ("slot.add", "eth-5m", {"id": "eth-5m", "symbol": "ETH/USDT", "timeframe": "5m", "strategy": "flip"},
+         "then add the slot"),
+        ("slot.configure", "btc-5m", {"strategy": "fixed"}, "then change the slot's strategy or params"),
+        ("slot.configure", "btc-5m", {"params": {"sleep_ms": 1}}, "then change the slot's strategy or params"),
+    ):
+        r = driver.command(action, slot, **args)
+        assert r["result"] == "rejected", (action, args, r)
+        assert r["error"] == f"halted: release the halt first, {what}", (action, args, r)
+    assert k.registry.current == loaded and "fixed" not in k.registry.current
+    assert [s["id"] for s in k.snapshot()["slots"]] == ["btc-5m"]
+    r = driver.command("slot.configure", "btc-5m", max_notional=900.0)
+    assert r["result"] == "applied", r
+    assert driver.slot("btc-5m")["config"]["max_notional"] == 900.0

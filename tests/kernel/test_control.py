@@ -2,9 +2,11 @@
 appends under the writers' lock, status.json."""
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing as mp
 import os
+import stat
 import subprocess
 import traceback
 from pathlib import Path
@@ -30,6 +32,7 @@ from kernel.control import (
     write_status,
 )
 from kernel.protocol import ID_RE, Command, CommandStatus, Status
+from tests.support.file_modes import private_file, umask
 from tests.support.status_reader import read_json
 
 # fork: children need not re-import this module (works under any pytest import mode).
@@ -63,8 +66,9 @@ def test_atomic_write_pretty_json_and_no_temp_files(tmp_path: Path):
 
 def test_atomic_write_dumps_pydantic_models_and_keeps_mode(tmp_path: Path):
     target = tmp_path / "control.json"
-    atomic_write_json(target, Command(id="x1", action="pause"))
-    assert target.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600: other users must read it
+    with umask(0o022):
+        atomic_write_json(target, Command(id="x1", action="pause"))
+    assert target.stat().st_mode & 0o777 == 0o644  # 0o666 minus the umask, not mkstemp's 0600
     os.chmod(target, 0o640)
     atomic_write_json(target, Command(id="x2", action="resume"), fsync=False)
     assert target.stat().st_mode & 0o777 == 0o640
@@ -350,6 +354,48 @@ def test_a_halt_overwrites_a_broken_file_and_keeps_a_copy(tmp_path: Path):
     copies = [p for p in tmp_path.iterdir() if p.name.startswith("control.json.broken-")]
     assert len(copies) == 1
     assert copies[0].read_text() == broken
+
+
+def test_a_broken_copy_is_never_more_readable_than_the_file_and_new_files_follow_the_umask(tmp_path: Path):
+    control = write(tmp_path / "control.json", '{"halt": false, "hlat": 1}')
+    control.chmod(0o600)
+    with umask(0o002):
+        set_halt(tmp_path, "incident")
+    (copy,) = [p for p in tmp_path.iterdir() if p.name.startswith("control.json.broken-")]
+    assert copy.stat().st_mode & 0o777 == 0o600 and copy.read_text() == '{"halt": false, "hlat": 1}'
+    control.unlink()
+    with umask(0o027):
+        set_halt(tmp_path, "again")
+        write_status(tmp_path / "status.json", status_doc())
+    assert control.stat().st_mode & 0o777 == (tmp_path / "status.json").stat().st_mode & 0o777 == 0o640
+
+
+@pytest.mark.timeout(30)  # a FIFO opened blocking would hang here: fail instead
+def test_a_symlink_fifo_or_device_at_control_json_is_reported_never_read_and_replaced_by_a_halt(tmp_path: Path):
+    secret = private_file(tmp_path, '{"halt": true, "commands": [{"id": "s1", "action": "stop"}]}')
+    control = tmp_path / "control.json"
+    makers = {"a symlink": lambda: control.symlink_to(secret), "a FIFO": lambda: os.mkfifo(control),
+              "a symlink to /dev/null": lambda: control.symlink_to("/dev/null")}
+    with contextlib.suppress(PermissionError):  # mknod needs CAP_MKNOD: else the /dev/null symlink stands in
+        os.mknod(tmp_path / "probe", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+        makers["a character device"] = lambda: os.mknod(control, 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+    for kind, make in makers.items():
+        make()
+        read = read_control(control)
+        name = kind.removesuffix(" to /dev/null")
+        assert read.error == f"control.json is {name}, not a regular file: remove it", kind
+        assert (read.halt, read.commands) == (False, [])  # not followed: the target's halt is not seen
+        with pytest.raises(ControlFileInvalid, match=f"is {name}, not a regular file"):
+            append_commands(tmp_path, [{"id": "b1", "action": "pause"}])
+        assert not stat.S_ISREG(os.lstat(control).st_mode)  # left alone without a halt
+        set_halt(tmp_path, "incident")  # a halt replaces it by rename, without opening it
+        assert read_control(control).halt and stat.S_ISREG(os.lstat(control).st_mode), kind
+        control.unlink()
+    assert not [p for p in tmp_path.iterdir() if ".broken-" in p.name]  # nothing of them copied
+    assert secret.read_text().startswith('{"halt": true') and secret.stat().st_mode & 0o777 == 0o600
+    os.mkfifo(tmp_path / "status.json")
+    with pytest.raises(StatusUnreadable, match="status.json is a FIFO, not a regular file"):
+        read_status(tmp_path / "status.json")
 
 
 def test_set_halt_wins_over_an_invalid_file(tmp_path: Path):

@@ -62,3 +62,30 @@ def test_a_read_only_ledger_never_writes(tmp_path, ledger):
 def test_an_unreadable_ledger_concludes_nothing(tmp_path):
     (tmp_path / LEDGER_FILE).write_bytes(b"not a database at all" * 100)
     assert control_client.stored_results(tmp_path, ["c-1"]) == {}
+
+
+def test_waits_take_a_missing_or_unreadable_status_for_not_yet(tmp_path):
+    # No status.json yet (a kernel still starting): a wait times out with None, never raises.
+    assert control_client.wait_state(tmp_path, {"halted"}, timeout_s=0.1, poll_s=0.01) is None
+    assert control_client.wait_result(tmp_path, "c-1", timeout_s=0.1, poll_s=0.01) is None
+    (tmp_path / "status.json").write_text("{torn")
+    assert control_client.wait_state(tmp_path, {"halted"}, timeout_s=0.1, poll_s=0.01) is None
+
+
+def test_waits_return_what_status_json_says_once_it_says_it(tmp_path):
+    from kernel.control import atomic_write_json
+    status = {"protocol": 1, "state": "halted", "heartbeat_at": "2024-01-01T00:00:00.000Z", "tick": 3,
+              "pid": 1, "commands": [{"id": "c-1", "action": "pause", "slot": None, "result": "applied",
+                                      "error": None, "at": "2024-01-01T00:00:00.000Z", "detail": None}]}
+    atomic_write_json(tmp_path / "status.json", status)
+    assert control_client.wait_state(tmp_path, {"halted"}, timeout_s=1, poll_s=0.01).tick == 3
+    assert control_client.wait_result(tmp_path, "c-1", timeout_s=1, poll_s=0.01)["result"] == "applied"
+    assert control_client.wait_state(tmp_path, {"running"}, timeout_s=0.1, poll_s=0.01) is None
+
+
+def test_the_default_actor_is_the_real_user_whatever_the_environment_says(monkeypatch):
+    import pwd
+    import os
+    monkeypatch.setenv("LOGNAME", "mallory")
+    monkeypatch.setenv("USER", "mallory")
+    assert control_client.default_actor().split("@")[0] == pwd.getpwuid(os.getuid()).pw_name != "mallory"

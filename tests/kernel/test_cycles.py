@@ -126,3 +126,31 @@ def test_an_abandoned_cycle_stays_abandoned_when_a_flatten_takes_its_place(tmp_p
         assert k.ledger.position("slow").qty == 0, "the flatten sold"
     finally:
         d.close()
+
+
+def test_a_cycle_queued_before_a_halt_and_started_after_it_runs_no_strategy_code(driver):
+    """Its result is ``halted``: recorded, no state change, no order, no strategy call."""
+    from kernel.control import atomic_write_json
+    from kernel.cycles import HALTED
+
+    driver.add_slot("btc-5m", "flip")
+    driver.advance(M5)
+    k = driver.kernel
+    slot = k.slots["btc-5m"]
+    orders, state = len(k.ledger.orders()), dict(slot.strategy_state)
+    atomic_write_json(driver.state_dir / "control.json", {"halt": True})
+    k.tick_once()
+    assert k.gate.halted
+    called = []
+    flip = k.registry.get("flip")
+    flip.evaluate = lambda ctx: called.append(ctx)  # would record any strategy call
+    close = slot.last_cycle_ms + M5
+    # As dispatch_due queued it before the halt: the worker picks it up after.
+    slot.inflight = k.cycles.pool.submit(k.cycles.run_cycle, slot.config, close, dict(slot.strategy_state),
+                                         slot.state_schema, key=slot.id, meta=("cycle", close))
+    driver.settle()
+    last = driver.cycles("btc-5m")[-1]
+    assert (last["candle_ms"], last["result"]) == (close, HALTED) and "halted" in last["reason"]
+    assert called == [] and len(k.ledger.orders()) == orders and slot.strategy_state == state
+    snap = k.snapshot()
+    assert snap["cycles"]["halted"] == 1 and snap["halt"]["observed_at_ns"] > 0

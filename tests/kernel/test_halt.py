@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 
 from kernel.brokers import OrderRequest
 from kernel.brokers.paper import PaperBroker
@@ -138,8 +139,14 @@ def test_the_controller_cancels_resting_orders_flushes_and_releases(tmp_path):
                           settle_timeout_ms=1_000)
     try:
         changes.status_urgent = False
+        before_ns = time.time_ns()
         halt.engage(None, source="a test", tick=7)
+        after_ns = time.time_ns()
         assert gate.halted and halt.engaged and halt.observed_tick == 7 and changes.status_urgent
+        # The wall-clock instant of the observation, in status.json: strategy calls compare with it.
+        assert before_ns <= halt.state.observed_at_ns == gate.halt_observed_at_ns <= after_ns
+        assert HaltStatus.model_validate(halt.state.status()).observed_at_ns == halt.state.observed_at_ns
+        assert "observed_ns" not in halt.state.status()
         assert halt.state.reason == "halt requested in a test" and halt.state.cancels_pending is True
         assert ledger.meta_get("halt") == halt.state.as_dict()
         assert halt.start_cancels() is True

@@ -1,18 +1,23 @@
 """kernel/versions/loader.py and generations.py: strategy generations (fresh module objects per
-load), content hashes, and load failures that name their stage."""
+load), content hashes, load failures that name their stage, and only regular files physically
+inside the strategies folder loading (no symlink, FIFO, device, folder or bytecode ever runs)."""
 from __future__ import annotations
 
 import importlib
 import os
+import stat
 import sys
+import threading
+from pathlib import Path
 
 import pytest
 
 from kernel.errors import ReloadFailed
-from kernel.versions.generations import GEN_PREFIX
+from kernel.versions.generations import GEN_PREFIX, read_strategy_file
 from tests.kernel.alpha_folder import reason_of, write
 from tests.support.alpha_sources import (IMPORTS_A_MISSING_HELPER, IMPORTS_A_MISSING_MODULE, NO_EVALUATE,
                                          NO_PARAMS, RAISES_AT_IMPORT, SYNTAX_ERROR, alpha_source)
+from tests.support.stateful_sources import marker_source
 from tests.support.strategy_sources import bare_helper_source
 
 # ------------------------------------------------------------------ generations
@@ -103,3 +108,129 @@ def test_a_broken_module_fails_to_load_at_its_stage(loader, folder, source, stag
     assert exc.value.stage == stage
     assert words in str(exc.value)
     assert not any(k.startswith(GEN_PREFIX) and k.endswith(".alpha") for k in sys.modules)
+
+
+# ------------------------------------------------------------------ only regular files inside the folder
+
+
+def _outside(tmp_path: Path, marker: Path) -> Path:
+    """A strategy outside the strategies folder that would leave ``marker`` if it ever ran."""
+    out = tmp_path / "outside"
+    out.mkdir(exist_ok=True)
+    (out / "evil.py").write_text(marker_source(str(marker)))
+    pkg = out / "pkg"
+    pkg.mkdir(exist_ok=True)
+    (pkg / "__init__.py").write_text(f"open({str(marker)!r}, 'w').close()\nTAG = 'x'\n")
+    return out
+
+
+def _alpha_importing(helper: str) -> str:
+    """alpha, importing ``helper`` (as ``helper``) instead of its helper module."""
+    return alpha_source(tag="a1").replace("from . import helper", f"from . import {helper} as helper")
+
+
+def _refused(loader, name: str, *words: str) -> ReloadFailed:
+    with pytest.raises(ReloadFailed) as exc:
+        loader.load(name, 1)
+    assert exc.value.stage == "load", exc.value
+    for w in words:
+        assert w in str(exc.value), exc.value
+    assert not any(k.startswith(GEN_PREFIX) and k.endswith(f".{name}") for k in sys.modules)
+    return exc.value
+
+
+def test_a_symlinked_strategy_is_refused_and_never_runs(loader, folder, tmp_path):
+    marker = tmp_path / "ran"
+    out = _outside(tmp_path, marker)
+    (folder / "evil.py").symlink_to(out / "evil.py")
+    assert loader.exists("evil"), "it is there: a reload naming it must say why it does not load"
+    assert "evil" not in loader.available()
+    _refused(loader, "evil", f"{folder.name}/evil.py is a symlink", "only regular files inside")
+    assert not marker.exists()
+
+
+def test_a_symlink_to_a_file_inside_the_folder_is_refused_too(loader, folder):
+    (folder / "twin.py").symlink_to(folder / "alpha.py")
+    _refused(loader, "twin", "twin.py is a symlink")
+
+
+def test_a_symlinked_helper_is_refused_and_never_runs(loader, folder, tmp_path):
+    marker = tmp_path / "ran"
+    out = _outside(tmp_path, marker)
+    (out / "helper.py").write_text(f"open({str(marker)!r}, 'w').close()\nTAG = 'x'\n")
+    (folder / "helper.py").unlink()
+    (folder / "helper.py").symlink_to(out / "helper.py")
+    _refused(loader, "alpha", "helper.py is a symlink")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("how", ["symlinked folder", "folder inside"])
+def test_a_package_folder_is_never_imported(loader, folder, tmp_path, how):
+    """Only <name>.py files load: a sub-folder (a package, or a symlink to one outside) never,
+    and no other finder gets to look in the strategies folder for it."""
+    marker = tmp_path / "ran"
+    out = _outside(tmp_path, marker)
+    if how == "symlinked folder":
+        (folder / "pkg").symlink_to(out / "pkg", target_is_directory=True)
+    else:
+        (folder / "pkg").mkdir()
+        (folder / "pkg" / "__init__.py").write_text((out / "pkg" / "__init__.py").read_text())
+    write(folder, "alpha.py", _alpha_importing("pkg"))
+    with pytest.raises(ReloadFailed) as exc:
+        loader.load("alpha", 1)
+    assert exc.value.stage == "import" and "pkg" in str(exc.value)
+    assert not marker.exists()
+
+
+def test_bytecode_and_extension_files_in_the_folder_are_not_modules(loader, folder, tmp_path):
+    import py_compile
+
+    marker = tmp_path / "ran"
+    src = tmp_path / "compiled_src.py"
+    src.write_text(f"open({str(marker)!r}, 'w').close()\nTAG = 'x'\n")
+    py_compile.compile(str(src), cfile=str(folder / "compiled.pyc"))
+    write(folder, "alpha.py", _alpha_importing("compiled"))
+    with pytest.raises(ReloadFailed, match="compiled"):
+        loader.load("alpha", 1)
+    assert not marker.exists()
+
+
+def test_a_fifo_never_blocks_the_load(loader, folder):
+    os.mkfifo(folder / "fifo.py")
+    outcome: dict = {}
+
+    def load():
+        try:
+            loader.load("fifo", 1)
+        except ReloadFailed as exc:
+            outcome["error"] = exc
+
+    t = threading.Thread(target=load, daemon=True)
+    t.start()
+    t.join(60)  # a safety net so that a regression fails instead of hanging the suite
+    assert not t.is_alive(), "opening the FIFO blocked the loader"
+    assert "fifo.py is a FIFO: only regular files inside" in str(outcome["error"])
+    os.mkfifo(folder / "fifo_helper.py")
+    write(folder, "alpha.py", _alpha_importing("fifo_helper"))
+    _refused(loader, "alpha", "fifo_helper.py is a FIFO")
+
+
+def test_a_directory_or_a_device_named_like_a_strategy_is_refused(loader, folder):
+    (folder / "adir.py").mkdir()
+    _refused(loader, "adir", "adir.py is a directory")
+    if os.geteuid() != 0:
+        pytest.skip("creating a device node needs root")  # the directory case above still ran
+    os.mknod(folder / "dev.py", stat.S_IFCHR | 0o600, os.makedev(1, 3))  # /dev/null's numbers
+    _refused(loader, "dev", "dev.py is a device")
+
+
+def test_read_strategy_file_checks_the_open_descriptor(folder, tmp_path):
+    assert read_strategy_file(folder, "alpha.py") == (folder / "alpha.py").read_bytes()
+    (folder / "link.py").symlink_to(folder / "alpha.py")
+    for name, words in [("link.py", "is a symlink"), ("../x.py", "not a file name"), ("nope.py", "does not exist")]:
+        with pytest.raises(ReloadFailed, match=words):
+            read_strategy_file(folder, name)
+    # The folder itself is opened without following a symlink.
+    (tmp_path / "via").symlink_to(folder, target_is_directory=True)
+    with pytest.raises(ReloadFailed, match="cannot be opened as a folder"):
+        read_strategy_file(tmp_path / "via", "alpha.py")

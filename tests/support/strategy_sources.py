@@ -300,3 +300,113 @@ EVALUATE_ALWAYS_RAISES_FIXED = EVALUATE_ALWAYS_RAISES.replace('raise ValueError(
 # A module breaking both static rules of strategies/ (an absolute import of strategies, a
 # mutable module-level value): proof that the static checks can fail.
 BREAKS_THE_STATIC_RULES = "import strategies.indicators\nCACHE = {}\n"
+
+
+# ------------------------------------------------------------------ proof that no strategy code runs after a halt
+
+# The line a call_recorder_source strategy prints (the kernel's output: its log) at the start of
+# every call into it: ``<CALL_MARK> <tag> <kind> <slot or -> <time.time_ns() at the call's start>``.
+# It imports only ``time`` and writes with the ``print`` builtin: no file, no ``sys``, nothing
+# that the import allowlist (kernel/versions/import_rules.py) refuses.
+CALL_MARK = "FORESIGHT-STRATEGY-CALL"
+
+
+def call_recorder_source(*, tag: str, sleep_ms: int = 0, state_schema: int = 1) -> str:
+    """Holds at every candle; records the wall-clock start of every call into it: its params'
+    validator (``params``), ``warmup``, ``evaluate``, ``migrate_state``. Each ``evaluate`` sleeps
+    the slot's ``sleep_ms`` param plus ``sleep_ms`` here. ``state_schema``: its STATE_SCHEMA (a
+    new one makes every slot's state migrate)."""
+    return f'''\
+"""Integration-test strategy: records the start of every call into it on the kernel's output."""
+import time
+
+from kernel.strategy_api import Context, Decision, Field, StrategyParams, model_validator
+
+TAG = "{tag}"
+MARK = "{CALL_MARK}"
+EXTRA_SLEEP_MS = {sleep_ms}
+STATE_SCHEMA = {state_schema}
+
+
+def _record(started_ns, kind, slot):
+    # One write of the whole line (the kernel's output is unbuffered), so lines never interleave.
+    print(f"{{MARK}} {{TAG}} {{kind}} {{slot}} {{started_ns}}\\n", end="", flush=True)
+
+
+class Params(StrategyParams):
+    sleep_ms: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _seen(self):
+        _record(time.time_ns(), "params", "-")
+        return self
+
+
+def warmup(params):
+    _record(time.time_ns(), "warmup", "-")
+    return 3
+
+
+def migrate_state(state, from_schema):
+    _record(time.time_ns(), "migrate_state", "-")
+    return dict(state)
+
+
+def evaluate(ctx: Context) -> Decision:
+    started = time.time_ns()
+    _record(started, "evaluate", ctx.slot)
+    time.sleep((ctx.params.sleep_ms + EXTRA_SLEEP_MS) / 1000)
+    return Decision.hold(TAG, {{"n": int(ctx.state.get("n", 0)) + 1}})
+'''
+
+
+def recorded_calls(log_text: str) -> list[tuple[str, str, str, int]]:
+    """The calls a CALL_RECORDER strategy recorded in a kernel's log: (tag, kind, slot, start ns)."""
+    calls = []
+    for line in log_text.splitlines():
+        at = line.find(CALL_MARK + " ")
+        if at < 0:
+            continue
+        fields = line[at + len(CALL_MARK) + 1:].split()
+        if len(fields) == 4 and fields[3].isdigit():
+            calls.append((fields[0], fields[1], fields[2], int(fields[3])))
+    return calls
+
+
+# ------------------------------------------------------------------ item 5: smoke contexts shaped like live ones
+
+# Raises unless its ctx is shaped exactly like a live cycle's: now_ms at the last candle's close
+# (its open + the timeframe), the full warm-up of candles, the slot's own params (``marker``
+# must be the slot's id, and has no default), the slot's own state.
+LIVE_SHAPE_CHECKER = '''\
+"""Test strategy: raises unless its context is shaped like a live cycle's."""
+from kernel.strategy_api import Context, Decision, Field, StrategyParams
+
+TF_MS = {"1m": 60_000, "3m": 180_000, "5m": 300_000, "15m": 900_000, "30m": 1_800_000,
+         "1h": 3_600_000, "4h": 14_400_000, "1d": 86_400_000}
+
+
+class Params(StrategyParams):
+    marker: str
+    window: int = Field(7, ge=1)
+
+
+def warmup(params):
+    return params.window
+
+
+def evaluate(ctx: Context) -> Decision:
+    tf = TF_MS[ctx.timeframe]
+    if ctx.params is None or ctx.params.marker != ctx.slot:
+        raise ValueError(f"not this slot's params: {ctx.params!r}")
+    if len(ctx.candles) < ctx.params.window:
+        raise ValueError(f"{len(ctx.candles)} candles, warm-up {ctx.params.window}")
+    if ctx.now_ms % tf or ctx.now_ms != ctx.candles[-1].ts + tf:
+        raise ValueError(f"now_ms {ctx.now_ms} is not the last candle's close {ctx.candles[-1].ts + tf}")
+    if ctx.state.get("slot", ctx.slot) != ctx.slot:
+        raise ValueError(f"another slot's state: {dict(ctx.state)}")
+    if ctx.position < 0:
+        raise ValueError(f"position {ctx.position}")
+    n = int(ctx.state.get("n", 0)) + 1
+    return Decision.hold(f"live-shaped n={n}", {"slot": ctx.slot, "n": n})
+'''

@@ -1,12 +1,19 @@
 """Fixtures the console's tests share: the audit spool in a temp file, and kernels the
 console knows — one a real ``runkernel`` process on a temp state dir (the demo deployment
 at 600× speed, started through tests/support's one launcher), one a bare state dir with no
-process behind it."""
+process behind it; and a database that refuses writes, on SQLite and on PostgreSQL.
+
+These suites run twice in ``make test``: on SQLite, and on a throwaway PostgreSQL
+(tests/support/postgres.py sets DATABASE_URL; tests/conftest.py checks it took effect)."""
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections, connection, transaction
 
 from tests.support.kernel_process import KernelProcess, runkernel_args
 from trading import services
@@ -51,3 +58,46 @@ def idle_kernel(tmp_path, spool) -> Kernel:
     Slot.objects.create(kernel=kernel, slot_id="btc-5m", symbol="BTC/USDT", timeframe="5m", strategy="ema_cross",
                         params={"fast": 12, "slow": 26})
     return kernel
+
+
+@contextmanager
+def _writes_refused() -> Iterator[None]:
+    if connection.vendor == "postgresql":
+        # Read-only can be switched on inside a transaction, and a savepoint's rollback undoes it.
+        savepoint = transaction.savepoint()
+        with connection.cursor() as cursor:
+            cursor.execute("SET transaction_read_only = on")
+        try:
+            yield
+        finally:
+            transaction.savepoint_rollback(savepoint)
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("PRAGMA query_only = ON")
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA query_only = OFF")
+
+
+@pytest.fixture
+def database_refusing_writes(db) -> Callable[[], AbstractContextManager[None]]:
+    """``with database_refusing_writes():`` every write to the database fails inside (a
+    read-only connection stands in for a locked or lost database)."""
+    return _writes_refused
+
+
+@pytest.fixture
+def wsgi_keeps_test_connection() -> Iterator[None]:
+    """For tests that call the WSGI application directly (not Django's test client): Django
+    closes "old" database connections at each request's start and end, and on PostgreSQL that
+    closes the test's connection, inside its transaction. Django's test client unhooks the
+    same handler while it makes a request."""
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    try:
+        yield
+    finally:
+        request_started.connect(close_old_connections)
+        request_finished.connect(close_old_connections)

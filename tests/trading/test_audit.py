@@ -40,3 +40,23 @@ def test_dedupe_key_records_once():
     assert services.audit_record(action="x", actor=None, dedupe_key="k1") is not None
     assert services.audit_record(action="x", actor=None, dedupe_key="k1") is None
     assert audit_count("x") == 1
+
+
+def test_the_cli_actor_is_the_real_os_user_whatever_the_environment_says(monkeypatch, tmp_path):
+    import os
+    import pwd
+    import socket
+
+    from django.core.management import call_command
+
+    monkeypatch.setenv("LOGNAME", "mallory")
+    monkeypatch.setenv("USER", "mallory")
+    real = f"{pwd.getpwuid(os.getuid()).pw_name}@{socket.gethostname()}"
+    assert services.Actor.cli().name == real
+
+    state_dir = tmp_path / "kernel"
+    state_dir.mkdir()
+    call_command("kernelctl", "halt", "--state-dir", str(state_dir), "--reason", "drill")
+
+    event = AuditEvent.objects.get(action="halt.engaged")
+    assert (event.actor, event.source) == (real, "cli")

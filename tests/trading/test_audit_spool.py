@@ -41,3 +41,39 @@ def test_a_spooled_cli_command_creates_its_row(spool, idle_kernel):
     command = ControlCommand.objects.get(command_id=wire.id)
     assert (command.kernel, command.status, command.actor) == (idle_kernel, "delivered", "tester@host")
     assert AuditEvent.objects.get(action="command.issued", command_id=wire.id).kernel_name == "idle"
+
+
+def test_a_line_appended_by_hand_is_refused_kept_aside_and_audited(spool, idle_kernel):
+    import json
+
+    services.audit_spool(action="halt.engaged", actor=CLI, kernel_name="idle", command_id="h2",
+                         dedupe_key="halt.engaged:h2")
+    genuine = json.loads(spool.read_text())
+    assert len(genuine["mac"]) == 64
+    forged = {**genuine, "actor": "alice", "ip": "10.0.0.7", "at": "2020-01-01T00:00:00+00:00",
+              "dedupe_key": "halt.engaged:forged"}  # a genuine line, edited
+    handmade = {k: v for k, v in forged.items() if k != "mac"}  # one with no signature at all
+    with open(spool, "a", encoding="utf-8") as f:
+        for event in (forged, handmade):
+            f.write(json.dumps(event) + "\n")
+        f.write("not json\n")
+
+    assert services.audit_spool_flush() == 1
+
+    assert [(e.actor, e.command_id) for e in AuditEvent.objects.filter(action="halt.engaged")] == [
+        ("tester@host", "h2")]
+    refused = AuditEvent.objects.filter(action="audit.spool_refused").order_by("id")
+    assert refused.count() == 3 and {e.outcome for e in refused} == {"refused"}
+    assert '"actor": "alice"' in refused[0].payload["line"]
+    rejected = Path(f"{spool}.rejected").read_text().splitlines()
+    assert len(rejected) == 3 and rejected[2] == "not json"
+    assert services.audit_spool_flush() == 0 and refused.count() == 3
+
+
+def test_a_spool_signed_under_another_key_is_refused(spool, idle_kernel, settings):
+    services.audit_spool(action="login.failed", actor=CLI)
+    settings.SECRET_KEY = "another installation's key, which signed the line above " * 2
+
+    assert services.audit_spool_flush() == 0
+
+    assert not audit_count("login.failed") and audit_count("audit.spool_refused") == 1

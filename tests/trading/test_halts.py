@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 import pytest
-from django.db import connection
 
 from tests.trading.admin_fixtures import write_kernel_status
 from tests.trading.service_calls import CLI, audit_count, issue_committed, user_in_group
@@ -61,16 +60,11 @@ def test_release_when_not_halted_is_a_conflict(idle_kernel):
     assert not ControlCommand.objects.exists()
 
 
-def test_halt_engage_spools_when_the_database_fails(spool, idle_kernel):
+def test_halt_engage_spools_when_the_database_fails(spool, idle_kernel, database_refusing_writes):
     """The database refuses every write (a read-only connection stands in for a locked or lost
     database here; tests/integration/test_console_kernel.py locks a real file database)."""
-    with connection.cursor() as cursor:
-        cursor.execute("PRAGMA query_only = ON")
-    try:
+    with database_refusing_writes():
         command = services.halt_engage(kernel=idle_kernel, actor=CLI, reason="db is down")
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("PRAGMA query_only = OFF")
 
     assert command is None
     assert control_json(idle_kernel.state_dir)["halt"]["reason"] == "db is down"
@@ -104,16 +98,19 @@ def test_halt_wait_reads_status_json_then_syncs_the_kernel_if_named(idle_kernel)
     assert audit_count("halt.observed", kernel_name="idle") == 1
 
 
-def test_halt_wait_answers_from_status_json_when_the_database_fails(spool, idle_kernel):
+def test_halt_wait_answers_from_status_json_when_the_database_fails(spool, idle_kernel, database_refusing_writes):
     write_kernel_status(Path(idle_kernel.state_dir), halt_reason="db is down")
-    with connection.cursor() as cursor:
-        cursor.execute("PRAGMA query_only = ON")
-    try:
+    with database_refusing_writes():
         st = services.halt_wait(state_dir=idle_kernel.state_dir, timeout_s=5.0, kernel=idle_kernel)
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("PRAGMA query_only = OFF")
 
     assert st is not None and st.halt.reason == "db is down"  # the sync's failure is not the halt's
     idle_kernel.refresh_from_db()
     assert not idle_kernel.halt_engaged and not audit_count("halt.observed")
+
+
+def test_a_halt_whose_reason_holds_a_nul_is_written_and_recorded_with_it_spelled_out(idle_kernel):
+    # PostgreSQL refuses a NUL in text: the halt must neither fail nor leave its record in the spool.
+    halt = services.halt_engage(kernel=idle_kernel, actor=CLI, reason="bad\x00feed")
+    assert halt is not None
+    assert control_json(idle_kernel.state_dir)["halt"]["reason"] == "bad\\x00feed"
+    assert ControlCommand.objects.get(pk=halt.pk).args["reason"] == "bad\\x00feed"

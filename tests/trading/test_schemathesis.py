@@ -24,7 +24,7 @@ MAX_WAIT_S = 0.05  # a generated ?wait= would otherwise hold a request up to 30 
 
 
 @pytest.fixture
-def operator_token(db, tmp_path, settings) -> str:
+def operator_token(db, tmp_path, settings, wsgi_keeps_test_connection) -> str:
     settings.FORESIGHT_AUDIT_SPOOL = str(tmp_path / "audit-spool.jsonl")
     for name in ("0", "a"):
         state_dir = tmp_path / f"kernel-{name}"

@@ -39,16 +39,19 @@ def test_a_kernel_behind_a_queue_is_delivered_by_its_task_here_without_a_broker(
     assert [c["id"] for c in control["commands"]] == [command.command_id]
 
 
-def test_a_halt_for_another_host_goes_through_its_halt_task(idle_kernel):
+def test_a_halt_for_another_host_goes_through_its_halt_task(idle_kernel, django_capture_on_commit_callbacks):
     Kernel.objects.filter(pk=idle_kernel.pk).update(queue="host-a", host="another-host")
     idle_kernel.refresh_from_db()
 
-    command = services.halt_engage(kernel=idle_kernel, actor=CLI, reason="far away")
+    with django_capture_on_commit_callbacks(execute=True):
+        command = services.halt_engage(kernel=idle_kernel, actor=CLI, reason="far away")
+        assert control_json(idle_kernel.state_dir) is None  # the task reads the row: after the commit
 
-    # Eagerly, the task ran before the row existed: it wrote the halt, the row stays pending
-    # until the host's sync sees it (as with a real broker and a worker on that host).
+    # Eagerly (no broker), the task ran once the row committed, as a worker on that host does:
+    # the reason and the actor come from the row, not from the message.
     control = control_json(idle_kernel.state_dir)
-    assert control["halt"]["reason"] == "far away"
-    assert command.status == ControlCommand.Status.PENDING and command.error == ""
+    assert (control["halt"]["reason"], control["halt"]["by"]) == ("far away", "tester@host")
+    command.refresh_from_db()
+    assert command.status == ControlCommand.Status.DELIVERED and command.error == ""
     event = AuditEvent.objects.get(action="halt.engaged")
     assert (event.outcome, event.payload["path"]) == ("queued", "host-a.halt")

@@ -9,7 +9,8 @@ into the kernel's control.json, outcomes are read back from its status.json by
 
 One module per sub-domain, imported in this order (each imports only those before it):
 errors, actors, timestamps, permissions, audit, kernel_records, audit_spool, routing,
-task_queue (the one module that enqueues Celery tasks, by name), command_records,
+host_kernels (what a task message may ask of this host), task_queue (the one module that
+enqueues Celery tasks, by name), command_records,
 command_delivery, halt_delivery, status_mirror, redelivery, kernels (registration and the
 status sync), command_wait, commands (issuing, one or many, by row or by state dir), halts,
 slots; nothing else needs tokens and roles.
@@ -27,9 +28,9 @@ Two rules shape the layer:
 from __future__ import annotations
 
 from .actors import Actor
-from .audit import audit_record
+from .audit import audit_record, audit_verify
 from .audit_spool import audit_spool, audit_spool_path
-from .command_delivery import command_deliver
+from .command_delivery import command_deliver, command_deliver_on_host
 from .command_records import (
     COMMAND_TTL_S,
     MAX_DELIVERY_ATTEMPTS,
@@ -48,6 +49,7 @@ from .commands import (
 )
 from .errors import Conflict, NotAllowed, NotFound, ServiceError, Unavailable
 from .halts import halt_deliver, halt_engage, halt_release, halt_wait
+from .host_kernels import TaskNotYet, TaskRefused, host_kernels, task_args_check, task_refuse
 from .kernel_records import kernel_name_for_dir, kernel_stale_check
 from .kernels import (
     audit_spool_flush,
@@ -89,6 +91,12 @@ __all__ = [
     "CommandsIssued",
     "command_dispatch",
     "command_deliver",
+    "command_deliver_on_host",
+    "TaskRefused",
+    "TaskNotYet",
+    "task_refuse",
+    "task_args_check",
+    "host_kernels",
     "command_expire",
     "commands_expire_due",
     "command_wait",
@@ -109,6 +117,7 @@ __all__ = [
     "kernel_for_state_dir",
     "kernel_name_for_dir",
     "audit_record",
+    "audit_verify",
     "audit_spool",
     "audit_spool_path",
     "audit_spool_flush",

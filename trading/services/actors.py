@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+import pwd
+import socket
 from dataclasses import dataclass
 from typing import Any
 
-from kernel import control_client
+from ..client_ip import client_ip
 
 
 def clean_ip(raw: str | None) -> str | None:
@@ -34,11 +37,18 @@ class Actor:
         if user is None or not getattr(user, "is_authenticated", False):
             user = None
         name = user.get_username() if user is not None else "anonymous"
-        return cls(name=name, source=source, user=user, ip=clean_ip(request.META.get("REMOTE_ADDR")))
+        return cls(name=name, source=source, user=user, ip=clean_ip(client_ip(request)))  # behind a trusted proxy: the client
 
     @classmethod
     def cli(cls) -> "Actor":
-        return cls(name=control_client.default_actor(), source="cli")
+        """The OS user of this shell, from the process's real uid (its passwd entry), never from
+        $LOGNAME or $USER, which anyone can set: ``user@host``."""
+        uid = os.getuid()
+        try:
+            user = pwd.getpwuid(uid).pw_name
+        except KeyError:  # no passwd entry (some containers): the uid itself
+            user = f"uid-{uid}"
+        return cls(name=f"{user}@{socket.gethostname()}", source="cli")
 
     @classmethod
     def system(cls) -> "Actor":

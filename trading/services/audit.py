@@ -2,6 +2,8 @@
 
 Each kernel outcome is audited exactly once: outcomes carry an ``AuditEvent.dedupe_key``
 derived from what the kernel reported, so recording one again, in any process, is a no-op.
+Each event is linked into the hash chain (audit_chain) here, under the lock that serialises
+appends; ``manage.py verifyaudit`` checks the chain.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from django.utils import timezone
 
 from ..models import AuditEvent, Kernel
 from .actors import Actor, clean_ip
+from .audit_chain import GENESIS, ChainCheck, audit_chain_lock, audit_chain_verify, audit_hash
 
 
 def audit_key(*parts: Any) -> str:
@@ -42,13 +45,12 @@ def audit_record(
     dedupe_key: str | None = None,
     at: datetime | None = None,
 ) -> AuditEvent | None:
-    """Append one audit event: the ONE place AuditEvents are created.
+    """Append one audit event: the ONE place AuditEvents are created, each linked to the one
+    before it (its hash covers the previous event's hash and its own content).
 
     With a ``dedupe_key`` the event is recorded at most once, however often (and in however
     many processes) this is called: a duplicate returns None."""
     actor = actor or Actor.system()
-    if dedupe_key and AuditEvent.objects.filter(dedupe_key=dedupe_key).exists():
-        return None
     event = AuditEvent(
         at=at or timezone.now(),
         actor=actor.name[:200],
@@ -63,14 +65,24 @@ def audit_record(
         payload=jsonable(payload or {}),
         dedupe_key=dedupe_key,
     )
-    if not dedupe_key:
-        event.save(force_insert=True)
-        return event
-    try:
-        with transaction.atomic():
-            event.save(force_insert=True)
-    except IntegrityError:
-        if AuditEvent.objects.filter(dedupe_key=dedupe_key).exists():
-            return None  # another process recorded it first
-        raise
+    event.ip = AuditEvent._meta.get_field("ip").get_prep_value(event.ip)  # as the database keeps it
+    with transaction.atomic():
+        audit_chain_lock()
+        if dedupe_key and AuditEvent.objects.filter(dedupe_key=dedupe_key).exists():
+            return None
+        event.prev_hash = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first() or GENESIS
+        event.hash = audit_hash(event.prev_hash, event)
+        try:
+            with transaction.atomic():
+                event.save(force_insert=True)
+        except IntegrityError:
+            if dedupe_key and AuditEvent.objects.filter(dedupe_key=dedupe_key).exists():
+                return None  # another process recorded it first
+            raise
     return event
+
+
+def audit_verify() -> ChainCheck:
+    """The audit log's hash chain walked from its first event: how many events hold, and the
+    first broken one if any (``manage.py verifyaudit``)."""
+    return audit_chain_verify(AuditEvent.objects.order_by("id").iterator(chunk_size=2000))

@@ -3,9 +3,15 @@
 Halt never waits on the database: when recording fails, the event goes to a local spool
 file (one fsynced JSON line per event) that the flush writes to the database later,
 exactly once (each spooled event carries a dedupe key).
+
+Each line is authenticated: an HMAC-SHA256 ("mac") under a key derived from SECRET_KEY with
+a salt of its own (django.utils.crypto.salted_hmac), which only the service has. A line
+without a valid one (appended by hand, edited, or from another installation) is not stored:
+it is kept aside in ``<spool>.rejected``, logged, and audited as "audit.spool_refused".
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -18,6 +24,7 @@ import filelock
 from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.utils import timezone
+from django.utils.crypto import constant_time_compare, salted_hmac
 
 from ..models import ControlCommand, Kernel
 from .actors import Actor, clean_ip
@@ -33,8 +40,35 @@ def audit_spool_path() -> Path:
     return Path(configured) if configured else Path(settings.BASE_DIR) / "var" / "audit-spool.jsonl"
 
 
+SPOOL_MAC_SALT = "foresight.audit-spool.v1"  # a key of its own, derived from SECRET_KEY
+
+
+def _spool_mac(event: dict[str, Any]) -> str:
+    body = json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return salted_hmac(SPOOL_MAC_SALT, body, algorithm="sha256").hexdigest()
+
+
+def _spool_signed(event: dict[str, Any]) -> dict[str, Any]:
+    event = json.loads(json.dumps(event, default=str))  # what a reader will see, then signed
+    return {**event, "mac": _spool_mac(event)}
+
+
+def _spool_verified(line: str) -> dict[str, Any] | None:
+    """The event of a spool line, or None unless it is a JSON object with a valid mac."""
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(event, dict):
+        return None
+    mac = event.pop("mac", None)
+    if not isinstance(mac, str) or not constant_time_compare(mac, _spool_mac(event)):
+        return None
+    return event
+
+
 def _spool_lock(path: Path, timeout: float) -> filelock.BaseFileLock:
-    return filelock.FileLock(str(path) + ".lock", timeout=timeout)
+    return filelock.FileLock(str(path) + ".lock", timeout=timeout, mode=0o600)  # private, as the spool (trading/checks.py)
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -54,12 +88,12 @@ def _spool_append(event: dict[str, Any]) -> Path:
     """Append one event to the spool as a JSON line, fsynced. Never loses the event to a lock:
     if the spool lock is stuck, it appends without it (O_APPEND keeps a line whole)."""
     path = audit_spool_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = (json.dumps(event, default=str, ensure_ascii=False) + "\n").encode("utf-8")
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data = (json.dumps(_spool_signed(event), ensure_ascii=False) + "\n").encode("utf-8")
 
     def write() -> None:
         created = not path.exists()
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             os.write(fd, data)
             os.fsync(fd)
@@ -153,9 +187,10 @@ def _spool_write(event: dict[str, Any], register_kernel: Callable[..., Kernel]) 
                 "source": (event.get("source") or "cli")[:8],
                 "ip": clean_ip(event.get("ip")),
                 "issued_at": at,
-                "status": ControlCommand.Status.DELIVERED,
-                "delivered_at": at,
-                "delivery_attempts": 1,
+                # A halt queued for another host is still owed there (its worker writes it).
+                **({"status": ControlCommand.Status.PENDING, "delivered_at": None, "delivery_attempts": 0}
+                   if command.get("status") == ControlCommand.Status.PENDING else
+                   {"status": ControlCommand.Status.DELIVERED, "delivered_at": at, "delivery_attempts": 1}),
             },
         )
     user = None
@@ -179,6 +214,20 @@ def _spool_write(event: dict[str, Any], register_kernel: Callable[..., Kernel]) 
         at=at,
     )
     return recorded is not None
+
+
+def _spool_refuse(path: Path, batch: Path, line: str) -> None:
+    """A line without a valid mac: kept aside, logged, audited (once per line), never stored."""
+    digest = hashlib.sha256(line.encode("utf-8", errors="replace")).hexdigest()
+    log.error("audit spool %s: a line without a valid signature is refused (kept in %s.rejected): %r",
+              batch, path, line[:200])
+    audit_record(action="audit.spool_refused", actor=Actor.system(), outcome="refused",
+                 payload={"reason": "no valid signature: appended or edited outside the console",
+                          "line_sha256": digest, "line": line[:500], "spool": str(path)},
+                 dedupe_key=audit_key("audit.spool_refused", digest))
+    with open(f"{path}.rejected", "a", encoding="utf-8") as f:
+        os.fchmod(f.fileno(), 0o600)
+        f.write(line + "\n")
 
 
 def spool_flush(*, register_kernel: Callable[..., Kernel]) -> int:
@@ -214,17 +263,12 @@ def spool_flush(*, register_kernel: Callable[..., Kernel]) -> int:
         for line in lines:
             if not line.strip():
                 continue
-            try:
-                event = json.loads(line)
-                if not isinstance(event, dict):
-                    raise ValueError("not an object")
-            except ValueError:
-                log.error("audit spool %s: unreadable line kept in %s.rejected: %r", batch, path, line[:200])
-                with open(f"{path}.rejected", "a", encoding="utf-8") as f:
-                    f.write(line + "\n")
-                continue
+            event = _spool_verified(line)
             try:
                 with transaction.atomic():
+                    if event is None:
+                        _spool_refuse(path, batch, line)
+                        continue
                     recorded += _spool_write(event, register_kernel)
             except DatabaseError as exc:
                 log.warning("audit spool flush stopped, the database is still unavailable: %s", exc)

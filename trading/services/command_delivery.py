@@ -23,6 +23,7 @@ from ..models import ControlCommand, Kernel
 from .actors import Actor
 from .audit import audit_key, audit_record
 from .command_records import REDELIVER_AFTER_S, command_expire, command_fail, wire_command
+from .host_kernels import TaskRefused, host_kernel_dir
 from .kernel_records import status_path
 
 log = logging.getLogger("trading.services")
@@ -145,6 +146,23 @@ def command_deliver(*, command: ControlCommand,
     log.info("kernel %s: delivered %d command(s) up to %s%s", kernel.name, len(batch), command.command_id,
              f" ({len(batch) - len(to_send)} already handled by the kernel)" if len(to_send) < len(batch) else "")
     return command
+
+
+def command_deliver_on_host(*, command_pk: int,
+                            after_write: Callable[[], None] | None = None) -> ControlCommand | None:
+    """The delivery task, on the kernel's host: the command row ``command_pk`` delivered to its
+    kernel's state dir as this host knows it (host_kernels.host_kernel_dir: one of this host's
+    kernels, registered where this host runs it), with the actor the console recorded in the
+    row. None when there is no such row (a task may outlive a row rolled back). Raises
+    TaskRefused for anything else (nothing written)."""
+    if not isinstance(command_pk, int) or isinstance(command_pk, bool):
+        raise TaskRefused("a command's primary key must be an integer")
+    command = ControlCommand.objects.select_related("kernel").filter(pk=command_pk).first()
+    if command is None:
+        log.warning("deliver_command: no command with pk %s", command_pk)
+        return None
+    command.kernel.state_dir = host_kernel_dir(kernel=command.kernel)
+    return command_deliver(command=command, after_write=after_write)
 
 
 def _record_delivery_failure(batch: list[ControlCommand], error: str, now: datetime) -> None:

@@ -7,13 +7,14 @@ spool (audit_spool), written to the database later, exactly once.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from kernel import control_client
-from kernel.control import ControlError, new_command_id
+from kernel.control import STATUS_FILE, ControlError, new_command_id
 from kernel.protocol import Status
 
 from ..models import ControlCommand, Kernel
@@ -23,6 +24,7 @@ from .audit_spool import spool_event
 from .commands import command_issue
 from .errors import Unavailable
 from .halt_delivery import halt_write
+from .host_kernels import TaskNotYet, TaskRefused, command_id_valid, host_kernel_dir, host_kernels, kernel_name_valid
 from .kernels import kernel_for_state_dir, status_sync
 from .permissions import permission_check
 from .routing import halt_queue, halt_reachable, tasks_run_here
@@ -41,7 +43,9 @@ def halt_engage(*, kernel: Kernel, actor: Actor, reason: str) -> ControlCommand 
     - It is not (a kernel on another host): the halt is published on "<queue>.halt", the
       priority path that host's worker consumes beside its deliveries, and the row stays
       pending; Kernel.halt_requested_at (the admin's "HALT REQUESTED" banner) says the halt
-      is in flight and unconfirmed until the kernel reports halted. If the broker is down
+      is in flight and unconfirmed until the kernel reports halted (the message names the
+      halt's row and the kernel only: the worker takes the rest from the row, halt_deliver).
+      Without a broker, that task runs here once the row commits. If the broker is down
       too, the row's error says so and the host's sync writes the halt once the broker is
       back; meanwhile halt it on its host with kernelctl (logged at CRITICAL).
 
@@ -51,7 +55,8 @@ def halt_engage(*, kernel: Kernel, actor: Actor, reason: str) -> ControlCommand 
     ``kernel`` may be an unsaved Kernel(name=..., state_dir=...) when the caller could not
     read the database (kernelctl at 2am)."""
     permission_check(actor, "halt")
-    reason = (reason or "").strip()[:500] or f"halted by {actor.name}"
+    # A NUL cannot be stored by PostgreSQL (nor shown sensibly): spelled out, never a refused halt.
+    reason = (reason or "").replace("\x00", "\\x00").strip()[:500] or f"halted by {actor.name}"
     command_id = new_command_id("halt")
     direct = not kernel.queue or halt_reachable(kernel)
     queue_error: str | None = None
@@ -61,8 +66,10 @@ def halt_engage(*, kernel: Kernel, actor: Actor, reason: str) -> ControlCommand 
         except (ControlError, OSError, ValueError) as exc:
             raise Unavailable(f"could not write the halt into {kernel.state_dir}: {exc}") from None
         log.critical("HALT written into %s/control.json by %s: %s", kernel.state_dir, actor.name, reason)
-    else:
-        queue_error = task_enqueue(name=DELIVER_HALT, args=(command_id, kernel.state_dir, reason, actor.name),
+    elif not tasks_run_here():
+        # The message carries the halt's id and the kernel's name only: the host's worker reads
+        # the reason and the actor from the row below (waiting a moment for its commit).
+        queue_error = task_enqueue(name=DELIVER_HALT, args=(command_id, kernel.name),
                                    queue=halt_queue(kernel), what=f"HALT {command_id} for kernel {kernel.name}")
         if queue_error:
             log.critical("HALT for kernel %s on %s NOT SENT (%s): halt it on its host: "
@@ -95,7 +102,9 @@ def halt_engage(*, kernel: Kernel, actor: Actor, reason: str) -> ControlCommand 
                 payload=payload, dedupe_key=audit_key("halt.engaged", command_id),
             )
             if direct and row.queue and not tasks_run_here():  # eagerly it would only wait here
-                transaction.on_commit(lambda: _halt_confirm(row, command_id, reason, actor.name))
+                transaction.on_commit(lambda: _halt_send(row, command_id, "confirmation of "))
+            elif not direct and tasks_run_here():  # no broker: the task runs here once the row is in
+                transaction.on_commit(lambda: _halt_send(row, command_id, ""))
         if kernel.pk:
             kernel.refresh_from_db(fields=["halt_requested_at"])
         return command
@@ -107,36 +116,70 @@ def halt_engage(*, kernel: Kernel, actor: Actor, reason: str) -> ControlCommand 
             state_dir=kernel.state_dir if direct else "",
             command_id=command_id, outcome=outcome, payload={**payload, "database": "unavailable"},
             dedupe_key=audit_key("halt.engaged", command_id),
-            command={"command_id": command_id, "action": "halt", "args": {"reason": reason}},
+            command={"command_id": command_id, "action": "halt", "args": {"reason": reason},
+                     "status": "delivered" if direct else "pending"},
         )
-        if queue_error:
-            raise Unavailable(f"the halt for {kernel.name} was not sent (broker and database unavailable): "
+        if queue_error or (not direct and tasks_run_here()):
+            why = "broker and database unavailable" if queue_error else "its task reads its row, and the database is unavailable"
+            raise Unavailable(f"the halt for {kernel.name} was not sent ({why}): "
                               f"halt it on its host with kernelctl --state-dir {kernel.state_dir} halt") from None
         return None
 
 
-def _halt_confirm(kernel: Kernel, command_id: str, reason: str, by: str) -> None:
-    task_enqueue(name=DELIVER_HALT, args=(command_id, kernel.state_dir, reason, by), queue=halt_queue(kernel),
-                 what=f"confirmation of HALT {command_id} for kernel {kernel.name}")
+def _halt_send(kernel: Kernel, command_id: str, what: str) -> None:
+    task_enqueue(name=DELIVER_HALT, args=(command_id, kernel.name), queue=halt_queue(kernel),
+                 what=f"{what}HALT {command_id} for kernel {kernel.name}")
 
 
-def halt_deliver(*, command_id: str, state_dir: str, reason: str, by: str, confirm_wait_s: float = 2.0,
-                 sync: bool = True) -> str:
+HALT_ROW_WAIT_S = 1.0  # the halt's message leaves before its row commits: how long the worker looks
+
+
+def _halt_row(command_id: str, wait_s: float) -> ControlCommand | None:
+    deadline = time.monotonic() + wait_s
+    while True:
+        row = ControlCommand.objects.select_related("kernel").filter(command_id=command_id, action="halt").first()
+        if row is not None or time.monotonic() >= deadline:
+            return row
+        time.sleep(0.05)
+
+
+def halt_deliver(*, command_id: str, kernel_name: str, confirm_wait_s: float = 2.0,
+                 row_wait_s: float | None = None) -> str:
     """The halt task, on the kernel's host: put the halt into control.json unless the console
     already did, then bring the kernel's confirmation into the console at once.
 
-    Written when the halt's row is pending (the console could not reach the files) or not
-    there (not committed yet, or the database is down: a halt waits for neither). Only
-    confirmed when the row is delivered (the console wrote it) or final (the kernel reported
-    it): a late message never re-halts a kernel released since. Returns "written" or
-    "confirmed"; raises ControlError/OSError when control.json cannot be written (retried)."""
-    row, outcome = halt_write(command_id=command_id, state_dir=state_dir, reason=reason, by=by)
-    if row is not None and sync:
+    Trusts nothing in the message (host_kernels): ``command_id`` must be a halt's row the
+    console wrote, for ``kernel_name``, one of this host's kernels (FORESIGHT_HOST_KERNELS),
+    registered at the state dir this host runs it in; the reason and the actor come from the
+    row. Raises TaskRefused otherwise (nothing written), TaskNotYet while the row is not in
+    the database (its message leaves before it commits; retried), DatabaseError.
+
+    Written when the row is pending (the console could not reach the files); only confirmed
+    when it is delivered (the console wrote it) or final (the kernel reported it): a late
+    message never re-halts a kernel released since. Returns "written" or "confirmed"; raises
+    ControlError/OSError when control.json cannot be written (retried)."""
+    if not command_id_valid(command_id, "halt-"):
+        raise TaskRefused("not a halt's command id")
+    if not kernel_name_valid(kernel_name):
+        raise TaskRefused("not a kernel name")
+    allowed = host_kernels()
+    if allowed and kernel_name not in allowed:
+        raise TaskRefused(f"kernel {kernel_name!r} is not one of this host's kernels (FORESIGHT_HOST_KERNELS)")
+    row = _halt_row(command_id, HALT_ROW_WAIT_S if row_wait_s is None else row_wait_s)
+    if row is None:
+        raise TaskNotYet(f"no halt {command_id} in the database")
+    if row.kernel.name != kernel_name:
+        raise TaskRefused(f"halt {command_id} is for kernel {row.kernel.name!r}, not {kernel_name!r}")
+    state_dir = host_kernel_dir(kernel=row.kernel)
+    row.kernel.state_dir = state_dir
+    reason = (row.args or {}).get("reason") or f"halted by {row.actor}"
+    _, outcome = halt_write(command_id=command_id, state_dir=state_dir, reason=reason, by=row.actor)
+    if (Path(state_dir) / STATUS_FILE).is_file():  # a kernel that never ran has nothing to confirm
         control_client.wait_state(Path(state_dir), {"halted"}, confirm_wait_s)
-        try:
-            status_sync(kernel=row.kernel, on_host=True)
-        except DatabaseError as exc:
-            log.error("HALT %s: could not sync the kernel's answer: %s", command_id, exc)
+    try:
+        status_sync(kernel=row.kernel, on_host=True)
+    except DatabaseError as exc:
+        log.error("HALT %s: could not sync the kernel's answer: %s", command_id, exc)
     return outcome
 
 

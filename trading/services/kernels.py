@@ -23,10 +23,12 @@ from kernel.control import StatusUnreadable, read_status
 from ..models import Kernel
 from .audit_spool import spool_flush
 from .command_records import commands_expire_due
+from .host_kernels import TaskRefused, host_kernel_dir, task_refuse
 from .kernel_records import kernel_name_for_dir, kernel_save, kernel_stale_check, resolved_dir, status_path
 from .redelivery import commands_redeliver
 from .routing import kernel_is_local
 from .status_mirror import status_mirror_update
+from .task_queue import SYNC_HOST_KERNELS
 
 log = logging.getLogger("trading.services")
 
@@ -114,9 +116,18 @@ def status_sync(*, kernel: Kernel, on_host: bool | None = None) -> dict:
 def host_sync(*, queue: str) -> list[dict]:
     """The periodic sync of one host, run by that host's worker (the sync_host_kernels task,
     one beat entry per host queue): every kernel whose Kernel.queue is ``queue`` ("" = the
-    console's own machine) is synced from its files. One broken kernel does not stop the others."""
+    console's own machine) is synced from its files. One broken kernel does not stop the others.
+    Only this host's kernels (host_kernels.host_kernel_dir): another is refused, audited once
+    ("task.refused"), and its files are not touched."""
     summaries: list[dict] = [{"queue": queue, "spool_flushed": audit_spool_flush()}]
     for kernel in Kernel.objects.filter(queue=queue):
+        try:
+            kernel.state_dir = host_kernel_dir(kernel=kernel)
+        except TaskRefused as exc:
+            task_refuse(task=SYNC_HOST_KERNELS, reason=exc.message, kernel_name=kernel.name,
+                        message={"queue": queue, "kernel": kernel.name, "state_dir": kernel.state_dir})
+            summaries.append({"kernel": kernel.name, "status": "refused", "error": exc.message})
+            continue
         try:
             summaries.append(status_sync(kernel=kernel, on_host=True))
         except DatabaseError:

@@ -1,5 +1,8 @@
-"""API tokens: created (the raw token shown once, only its sha256 stored), revoked, and
-checked on each request."""
+"""API tokens: created (the raw token shown once, only its sha256 stored) with an expiry,
+revoked, and checked on each request.
+
+Every token expires: FORESIGHT_TOKEN_DEFAULT_DAYS after its creation unless its creator
+asks for fewer or more days, never more than FORESIGHT_TOKEN_MAX_DAYS."""
 from __future__ import annotations
 
 import hashlib
@@ -9,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
+from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
@@ -23,25 +27,47 @@ TOKEN_TOUCH_EVERY_S = 60.0  # last_used_at is refreshed at most this often (a wr
 TOKEN_PREFIX = "fst"
 
 
+class TokenRefused(ServiceError):
+    """A bearer token the API does not accept; the message says why (401)."""
+
+    status_code = 401
+
+
 def _token_hash(raw: str) -> str:
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()
 
 
+def token_lifetime_days(days: int | None) -> int:
+    """The lifetime a new token gets: ``days``, or the default; refused past the maximum."""
+    longest = int(settings.FORESIGHT_TOKEN_MAX_DAYS)
+    if days is None:
+        return int(settings.FORESIGHT_TOKEN_DEFAULT_DAYS)
+    if not isinstance(days, int) or isinstance(days, bool) or days < 1 or days > longest:
+        raise ServiceError(f"a token lasts from 1 to {longest} days", errors={"expires_in_days": f"1 to {longest}"})
+    return days
+
+
 @transaction.atomic
-def token_create(*, user, name: str, actor: Actor | None = None) -> tuple[ApiToken, str]:
+def token_create(*, user, name: str, actor: Actor | None = None, expires_in_days: int | None = None,
+                 ) -> tuple[ApiToken, str]:
     """A new API token for ``user``: the raw ``fst_<prefix>_<secret>`` is returned once; only
-    its sha256 is stored."""
+    its sha256 is stored. It expires after ``expires_in_days`` (default and maximum from the
+    settings)."""
     name = (name or "").strip()
     if not name:
         raise ServiceError("a token needs a name", errors={"name": "required"})
     if len(name) > 100:
         raise ServiceError("a token name is at most 100 characters", errors={"name": "too long"})
+    days = token_lifetime_days(expires_in_days)
     prefix = secrets.token_hex(4)
     raw = f"{TOKEN_PREFIX}_{prefix}_{secrets.token_urlsafe(32)}"
-    token = ApiToken.objects.create(user=user, name=name, prefix=prefix, token_hash=_token_hash(raw))
+    now = timezone.now()
+    token = ApiToken.objects.create(user=user, name=name, prefix=prefix, token_hash=_token_hash(raw),
+                                    created_at=now, expires_at=now + timedelta(days=days))
     actor = actor or Actor(name=user.get_username(), source="system", user=user)
     audit_record(action="token.created", actor=actor, outcome="ok",
-                 payload={"token_id": token.pk, "name": name, "prefix": prefix, "for": user.get_username()})
+                 payload={"token_id": token.pk, "name": name, "prefix": prefix, "for": user.get_username(),
+                          "expires_at": token.expires_at.isoformat()})
     return token, raw
 
 
@@ -89,17 +115,32 @@ def tokens_revoke(*, tokens: Iterable[ApiToken], actor: Actor) -> TokensRevoked:
 
 
 def token_authenticate(raw: str):
-    """The active user a raw token belongs to, or None (unknown, malformed or revoked)."""
-    if not raw or not isinstance(raw, str) or len(raw) > 200:
+    """The active user a raw token belongs to, or None (unknown, malformed, revoked or expired)."""
+    try:
+        return token_verify(raw)
+    except TokenRefused:
         return None
+
+
+def token_verify(raw: str):
+    """The active user a raw token belongs to; :class:`TokenRefused` saying why not."""
+    if not raw or not isinstance(raw, str) or len(raw) > 200:
+        raise TokenRefused("invalid API token")
     parts = raw.strip().split("_", 2)
     if len(parts) != 3 or parts[0] != TOKEN_PREFIX:
-        return None
+        raise TokenRefused("invalid API token (expected fst_<prefix>_<secret>)")
     token = ApiToken.objects.select_related("user").filter(token_hash=_token_hash(raw.strip()),
                                                            prefix=parts[1]).first()
-    if token is None or token.revoked_at is not None or not token.user.is_active:
-        return None
+    if token is None:
+        raise TokenRefused("invalid API token")
     now = timezone.now()
+    if token.revoked_at is not None:
+        raise TokenRefused(f"API token {token.prefix}… was revoked")
+    if token.is_expired(now):
+        raise TokenRefused(f"API token {token.prefix}… expired on {token.expires_at:%Y-%m-%d %H:%M} UTC: "
+                           "create a new one (admin → API tokens)")
+    if not token.user.is_active:
+        raise TokenRefused(f"API token {token.prefix}… belongs to a deactivated user")
     if token.last_used_at is None or token.last_used_at < now - timedelta(seconds=TOKEN_TOUCH_EVERY_S):
         try:
             with transaction.atomic():
