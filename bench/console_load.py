@@ -45,7 +45,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 from bench.harness import (
     bench_kernel,
@@ -57,9 +56,7 @@ from bench.harness import (
     percentile,
     start_running,
 )
-from tests.support.checkout import PYTHON, REPO
-from tests.support.ports import free_port
-from tests.support.processes import kill_group, spawn
+from tests.support.console_process import ConsoleProcess
 from tests.support.waiting import wait_until
 
 NAME = "console_load"
@@ -165,30 +162,23 @@ def main(argv: list[str] | None = None) -> int:
                DJANGO_SETTINGS_MODULE="foresight_site.settings")
     env.pop("REDIS_URL", None)
 
-    def manage(*args: str) -> str:
-        r = subprocess.run([PYTHON, str(REPO / "manage.py"), *args], cwd=REPO, env=env, capture_output=True,
-                           text=True, timeout=300)
-        if r.returncode != 0:
-            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}")
-        return r.stdout
+    console = ConsoleProcess(tmp, env, timeout=300)
 
-    kernel = gunicorn = None
+    kernel = None
     results = []
     try:
         log(f"console load: migrate a file SQLite DB in {tmp}")
-        manage("migrate", "--noinput")
+        console.manage("migrate", "--noinput")
         state.mkdir()
         kernel = bench_kernel(state, speed=60, tick_ms=100, demo=True)
         start_running(kernel)
-        manage("addkernel", "--name", "demo", "--state-dir", str(state))
-        out = manage("shell", "-c", SETUP)
+        console.manage("addkernel", "--name", "demo", "--state-dir", str(state))
+        out = console.manage("shell", "-c", SETUP).stdout
         creds = json.loads(out.split("BENCH_JSON ", 1)[1].splitlines()[0])
-        port = free_port()
-        gunicorn = spawn(
-            [str(Path(PYTHON).parent / "gunicorn"), "foresight_site.wsgi", "--bind", f"127.0.0.1:{port}",
-             "--workers", str(a.workers), "--worker-class", "sync", "--timeout", "60",
-             "--access-logfile", "/dev/null", "--log-level", "warning"],
-            env=env, log_path=tmp / "gunicorn.log")
+        # Sync workers, not the documented gthread settings: the benchmark's own worker model.
+        console.start_gunicorn("--workers", str(a.workers), "--worker-class", "sync", "--timeout", "60",
+                               "--access-logfile", "/dev/null", "--log-level", "warning", conf=None, timeout=60)
+        port = console.port
         endpoints = {
             "status_api": (f"/api/kernels/demo", {"Authorization": f"Bearer {creds['token']}"}, '"demo"'),
             "admin_dashboard": (f"/admin/trading/kernel/{creds['kernel_pk']}/dashboard/",
@@ -203,12 +193,8 @@ def main(argv: list[str] | None = None) -> int:
                         raise RuntimeError(f"{ep}: {r.status} {r.geturl()}")
             return True
 
-        def gunicorn_alive() -> None:
-            if gunicorn.poll() is not None:
-                raise RuntimeError(f"gunicorn exited ({gunicorn.returncode}); see {tmp / 'gunicorn.log'}")
-
         wait_until(serving, timeout=60, poll=0.5, what=f"gunicorn serving (log: {tmp / 'gunicorn.log'})",
-                   transient=(OSError, RuntimeError), abort=gunicorn_alive)
+                   transient=(OSError, RuntimeError), abort=lambda: console.check_alive("the endpoints"))
         log(f"gunicorn on :{port} ({a.workers} sync workers), kernel pid {kernel.pid}, client {client}")
         for ep, (path, headers, _) in endpoints.items():
             for c in conns:
@@ -229,8 +215,7 @@ def main(argv: list[str] | None = None) -> int:
                 time.sleep(1)
         kernel.check_alive()
     finally:
-        if gunicorn is not None:
-            kill_group(gunicorn, signal.SIGTERM, timeout=20)
+        console.stop(signal.SIGTERM, timeout=20)
         if kernel is not None:
             kernel.stop()
         if not a.keep:

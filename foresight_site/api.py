@@ -20,6 +20,7 @@ from ninja import NinjaAPI, Schema
 from ninja.errors import Throttled, ValidationError
 
 from trading.api import add_routers
+from trading.api_releases import add_routers as add_release_routers
 from trading.auth import TokenRateThrottle
 from trading.services import ServiceError
 from trading.services.tokens import TokenRefused
@@ -94,3 +95,4 @@ def database_error(request, exc: DatabaseError):
 
 
 add_routers(api)
+add_release_routers(api)

@@ -20,7 +20,7 @@ from .venues import BROKERS, FEEDS
 DESCRIPTION = "Run the execution kernel on a state dir until SIGTERM/SIGINT."
 MAIN_PROG = "python -m kernel"
 # Options that must be > 0: a zero tick, speed or deadline would spin or never fire.
-POSITIVE_OPTIONS = ("speed", "tick_ms", "workers", "cycle_deadline_ms", "reload_budget_ms")
+POSITIVE_OPTIONS = ("speed", "tick_ms", "workers", "cycle_deadline_ms", "reload_budget_ms", "keep_versions")
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -41,6 +41,8 @@ def add_kernel_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reload-budget-ms", type=int, default=2_000,
                         help="time budget of a new version's smoke evaluation")
     parser.add_argument("--strategies-dir", default=None, help="folder of strategy modules")
+    parser.add_argument("--keep-versions", type=int, default=20,
+                        help="versions.prune keeps this many stored versions per strategy (never prunes by itself)")
     parser.add_argument("--replay-dir", default=None, help="replay candles from CSV files in this folder")
     parser.add_argument("--seed", type=int, default=7, help="seed of the synthetic feed")
     parser.add_argument("--cash", type=float, default=100_000.0, help="paper broker starting cash (USDT)")
@@ -50,8 +52,21 @@ def add_kernel_arguments(parser: argparse.ArgumentParser) -> None:
                         help="orders: paper (default) or ccxt (real orders on --exchange; needs --feed ccxt)")
     parser.add_argument("--exchange", default=None, help="ccxt exchange id for --feed/--broker ccxt (binance, okx...)")
     parser.add_argument("--sandbox", action="store_true", help="use the exchange's sandbox (test) URLs")
+    parser.add_argument("--exchange-url", default=None,
+                        help="send the exchange's REST requests to this base URL instead (a test server, a proxy): "
+                             "http(s)://host[:port]; plain http only to loopback")
     parser.add_argument("--secrets-file", default=None,
                         help="JSON file of API keys, outside the repo, mode 600 (else FORESIGHT_<EXCHANGE>_API_KEY...)")
+    parser.add_argument("--fee-rate", type=float, default=None,
+                        help="paper broker: fee as a fraction of the notional (default 0.001 = 0.1 %%)")
+    parser.add_argument("--slippage-bps", type=float, default=None,
+                        help="paper broker: market orders fill this many bp against the taker (default 5)")
+    parser.add_argument("--fill-price", choices=("close", "next-open"), default=None,
+                        help="paper broker: a market order fills at the signal candle's close (default) "
+                             "or at the next candle's open")
+    parser.add_argument("--paper-markets", choices=("none", "binance"), default=None,
+                        help="paper broker: refuse orders below the markets' minimums and off their amount steps, "
+                             "as Binance spot would (default none: any quantity)")
     parser.add_argument("--start", default=None,
                         help="simulated clock start, ISO 8601 or epoch ms (a replay's default: its first candle)")
 
@@ -96,8 +111,13 @@ def kernel_build(*, opts: Mapping[str, Any], state_dir: Path) -> Kernel:
         demo=opts["demo"], seed=opts["seed"], cash=opts["cash"],
         replay_dir=Path(opts["replay_dir"]) if opts["replay_dir"] else None,
         feed=opts["feed"], broker=opts["broker"], exchange=opts["exchange"], sandbox=opts["sandbox"],
+        exchange_url=opts.get("exchange_url"),
         secrets_file=Path(opts["secrets_file"]) if opts["secrets_file"] else None,
         start_ms=start_ms_parse(text=opts["start"]),
+        keep_versions=opts["keep_versions"],
+        paper_markets=opts.get("paper_markets") if opts.get("paper_markets") != "none" else None,
+        fee_rate=opts.get("fee_rate"), slippage_bps=opts.get("slippage_bps"),
+        fill_price=opts["fill_price"].replace("-", "_") if opts.get("fill_price") else None,
     ))
 
 

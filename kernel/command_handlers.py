@@ -17,7 +17,8 @@ from .changes import Changes
 from .clock import Clock
 from .control_watch import ControlWatch
 from .cycles import Cycles
-from .errors import BadCommand, format_validation_error
+from .deploys import promote_command, refuse_while_deploying, reload_deploy, rollback_deploy
+from .errors import BadCommand, ReloadFailed, format_validation_error
 from .execution import Execution
 from .halt import HaltController
 from .ledger import Ledger
@@ -124,6 +125,9 @@ def _refuse_during_halt(ctx: CommandContext, what: str) -> None:
 
 def _reload(ctx: CommandContext, cmd: Command) -> Deferred:
     _refuse_during_halt(ctx, "reload")
+    deploy = reload_deploy(ctx, cmd)  # a canary (args.slots) or a shadow (args.shadow): kernel/deploys.py
+    if deploy is not None:
+        return Deferred(*deploy)
     name = cmd.args.get("strategy")
     if name is not None:
         if not isinstance(name, str) or not ctx.loader.exists(name):
@@ -131,10 +135,11 @@ def _reload(ctx: CommandContext, cmd: Command) -> Deferred:
         names = [name]
     else:
         names = sorted(ctx.registry.current) or sorted({s.config.strategy for s in ctx.slots.values()})
+    refuse_while_deploying(ctx.registry, names)
     samples = {n: ctx.reloader.smoke_samples(n) for n in names}
 
     def work() -> list[dict]:
-        return [ctx.reloader.reload_one(n, samples[n], cmd.id) for n in names]
+        return [ctx.reloader.reload_one(n, samples[n], cmd.id, by=cmd.issued_by) for n in names]
 
     def finish(results: list[dict]) -> tuple[str, str | None, dict]:
         for r in results:
@@ -153,15 +158,28 @@ def _rollback(ctx: CommandContext, cmd: Command) -> Deferred:
     if not isinstance(name, str) or not name:
         raise BadCommand("rollback needs args.strategy")
     _refuse_during_halt(ctx, "roll back")
+    deploy = rollback_deploy(ctx, cmd, name)  # ends a canary or discards a shadow: kernel/deploys.py
+    if deploy is not None:
+        return Deferred(*deploy)
+    if "version" in cmd.args or "sha256" in cmd.args:
+        if "version" in cmd.args and "sha256" in cmd.args:
+            raise BadCommand("rollback takes args.version or args.sha256, not both")
+        kind = "version" if "version" in cmd.args else "sha256"
+        return _rollback_to(ctx, cmd, name, cmd.args[kind], "number" if kind == "version" else kind)
     if name not in ctx.registry.current:
         raise BadCommand(f"strategy {name!r} is not loaded")
     if name not in ctx.registry.previous:
+        # After a restart the previous version is not in memory: the store has it.
+        stored = (ctx.reloader.store.current().get(name) or {}).get("previous") if ctx.reloader.store else None
+        if stored and ctx.reloader.store.has(stored):
+            return _rollback_to(ctx, cmd, name, stored, "sha256")
         raise BadCommand(f"no previous version of {name} to roll back to")
 
     def work() -> dict:
         ctx.reloader.halted_check("the rollback")  # a halt that landed while it was queued
         old = ctx.registry.get(name)
         cur, prev, waited = ctx.registry.rollback(name)
+        ctx.reloader.mark_current(cur, prev)  # what a restart resumes
         return {"strategy": name, "result": "rolled_back", "error": None, "lock_wait_ms": waited,
                 "old_sha256": old.sha256 if old else None, "new_sha256": cur.sha256,
                 "version": cur.number, "command_id": cmd.id}
@@ -171,6 +189,59 @@ def _rollback(ctx: CommandContext, cmd: Command) -> Deferred:
         return "applied", None, r
 
     return Deferred(ctx.reloader.submit(work), finish)
+
+
+def _rollback_to(ctx: CommandContext, cmd: Command, name: str, ref: Any, kind: str) -> dict | Deferred:
+    """Back to a stored version (by number or sha256), after a restart too: loaded from the
+    release store (its entry verified first), checked like a reload, swapped."""
+    store = ctx.reloader.store
+    if store is None:
+        raise BadCommand("this kernel keeps no release store")
+    try:
+        manifest = store.resolve(name, ref, kind=kind)
+    except ReloadFailed as exc:
+        raise BadCommand(str(exc)) from exc
+    sha = manifest["sha256"]
+    cur = ctx.registry.get(name)
+    if cur is not None and cur.sha256 == sha:
+        return {"note": f"{name} already runs version {cur.number}", "version": cur.number, "sha256": sha}
+    samples = ctx.reloader.smoke_samples(name)
+
+    def work() -> dict:
+        return ctx.reloader.reload_one(name, samples, cmd.id, by=cmd.issued_by, stored=sha)
+
+    def finish(r: dict) -> tuple[str, str | None, dict]:
+        ctx.reloader.after_reload(r)
+        if r["result"] != "rolled_back":
+            return "rejected", f"{name}: {r['error']}", r
+        return "applied", None, r
+
+    return Deferred(ctx.reloader.submit(work), finish)
+
+
+def _versions_prune(ctx: CommandContext, cmd: Command) -> Deferred:
+    """Stored versions beyond the newest ``keep`` (default --keep-versions) per strategy are
+    removed, never one a slot, the registry or the ledger's meta still references."""
+    store = ctx.reloader.store
+    if store is None:
+        raise BadCommand("this kernel keeps no release store")
+    unknown = set(cmd.args) - {"strategy", "keep"}
+    if unknown:
+        raise BadCommand(f"versions.prune takes args strategy and keep, not {', '.join(sorted(unknown))}")
+    strategy, keep = cmd.args.get("strategy"), cmd.args.get("keep")
+    if strategy is not None and not isinstance(strategy, str):
+        raise BadCommand("args.strategy must be a strategy name")
+    if keep is not None and (isinstance(keep, bool) or not isinstance(keep, int) or keep < 1):
+        raise BadCommand("args.keep must be an integer >= 1")
+    protected = {v.sha256 for v in list(ctx.registry.current.values()) + list(ctx.registry.previous.values())}
+    protected |= {s.last_cycle_sha256 for s in ctx.slots.values() if s.last_cycle_sha256}
+    protected |= {r.version.sha256 for r in [*ctx.registry.canary.values(), *ctx.registry.shadow.values()]}
+    protected |= {run.version.sha256 for runs in (ctx.registry.canary, ctx.registry.shadow) for run in runs.values()}
+
+    def work() -> dict:
+        return store.prune(strategy=strategy, keep=keep, protected=protected)
+
+    return Deferred(ctx.reloader.submit(work), lambda r: ("applied", None, r))
 
 
 # ------------------------------------------------------------------ slot actions
@@ -324,6 +395,8 @@ HANDLERS: dict[str, Handler] = {
     "reload": _reload,
     "rollback": _rollback,
     "release": _release,
+    "versions.prune": _versions_prune,
+    "promote": lambda ctx, cmd: Deferred(*promote_command(ctx, cmd)),
     "slot.pause": _slot_pause,
     "slot.resume": _slot_resume,
     "slot.flatten": _slot_flatten,

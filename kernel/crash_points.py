@@ -18,7 +18,9 @@ The points in an order's life, in order:
   (also reached while reconciling at startup).
 
 And one in a command's life: ``command_recorded``: the ledger remembers the command as
-applied (with the state it changed); the tick that applied it has not finished.
+applied (with the state it changed); the tick that applied it has not finished. And one in
+a version's: ``store_partial``: a release store entry is half-written (its temporary folder
+holds one file; kernel/release_store.py).
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ POINTS = (
     "fill_recorded",
 )
 # Points outside an order's life (kept apart: tests iterate over POINTS as "an order's life").
-COMMAND_POINTS = ("command_recorded",)
+COMMAND_POINTS = ("command_recorded", "store_partial")
 
 
 def parse_plan(text: str | None) -> dict[str, int] | None:

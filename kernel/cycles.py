@@ -20,10 +20,11 @@ from typing import Any, Callable
 from pydantic import ValidationError
 
 from .brokers import Broker
+from .canary import CanaryRun, bad_cycle, clear_canary_faults
 from .changes import Changes
 from .clock import Clock
 from .cycle_stats import CycleStats
-from .errors import StrategyFault, format_validation_error
+from .errors import ReloadFailed, StrategyFault, format_validation_error
 from .execution import Execution
 from .ledger import CycleRecord, Ledger
 from .protocol import SlotConfig, ms_to_iso
@@ -65,8 +66,11 @@ class Cycles:
     def __init__(self, *, slots: dict[str, SlotRuntime], scheduler: Scheduler, clock: Clock, feed: Any,
                  broker: Broker, registry: StrategyRegistry, execution: Execution, ledger: Ledger,
                  changes: Changes, workers: int, cycle_deadline_ms: int, late_after_ms: int,
-                 halted: Callable[[], bool] = lambda: False) -> None:
+                 halted: Callable[[], bool] = lambda: False,
+                 record: Callable[..., None] | None = None) -> None:
         self._slots = slots
+        # Where a canary's automatic rollback is recorded (Reloader.record: status.json's reloads).
+        self._record = record
         self._scheduler = scheduler
         self._clock = clock
         self._feed = feed
@@ -147,23 +151,27 @@ class Cycles:
         halted = self._halted
         if halted():  # queued before the halt, started after it: no strategy code runs
             return self._skipped(out, "halted: the halt was observed before this cycle started")
-        version, waited = self._registry.pin(cfg.strategy)  # the version this whole cycle runs
+        # The version this whole cycle runs: a canary's on a canary slot, else the current one.
+        version, waited = self._registry.pin(cfg.strategy, cfg.id)
         out.lock_wait_ns = waited
         if version is None:
             out.result, out.reason = "no_version", f"strategy {cfg.strategy} has no loaded version"
             return out
         out.version, out.sha256 = version.number, version.sha256
         slot = self._slots.get(cfg.id)
+        if slot is not None:
+            slot.pinned_sha256 = version.sha256
         try:
             position = slot.position_qty if slot else 0.0
             if 0 < position < self._broker.dust_qty(cfg.symbol):
                 position = 0.0  # less than the exchange's smallest order: unsellable dust, the slot is flat
             # The one way a cycle's Context is built; the smoke check builds its own the same way.
-            ctx = build_context(version, SmokeSample(
+            sample = SmokeSample(
                 slot=cfg.id, symbol=cfg.symbol, timeframe=cfg.timeframe, params=cfg.params, position=position,
                 entry_price=slot.entry_price if slot else None, state=state, state_schema=state_schema,
                 entries_allowed=self._execution.entries_allowed(slot),
-            ), close_ms=close_ms, feed=self._feed, should_stop=halted)
+            )
+            ctx = build_context(version, sample, close_ms=close_ms, feed=self._feed, should_stop=halted)
             candles = ctx.candles
             decision = run_evaluate(version, ctx, halted)
             if version.state_changed():
@@ -212,6 +220,10 @@ class Cycles:
                 out.order = self._execution.send(slot=slot, cfg=cfg, intent="exit", side="sell", qty=position,
                                                  price=price, candle_ms=close_ms, key=key, job=job)
         out.duration_us = (time.perf_counter_ns() - t0) // 1000
+        shadow = self._registry.shadow.get(cfg.strategy)
+        if shadow is not None and shadow.version is not version:
+            # After the live order is placed: the shadow gets this same context, and is not waited for.
+            shadow.offer(sample, close_ms=close_ms, candles=candles, live=decision.action, live_reason=decision.reason)
         return out
 
     @staticmethod
@@ -233,6 +245,12 @@ class Cycles:
                 self.pool.abandon(job)
                 slot.fault = (f"cycle for candle {ms_to_iso(job.meta[1])} exceeded its deadline of "
                               f"{self._deadline_ms} ms and was abandoned")
+                run = self._registry.canary.get(slot.config.strategy)
+                if job.meta[0] == "cycle" and run is not None and slot.id in run.slots \
+                        and slot.pinned_sha256 == run.version.sha256:
+                    run.faulted[slot.id] = slot.fault
+                    if run.observe(slot.id, job.meta[1], "missed its deadline"):
+                        self.end_canary(run)
                 slot.errors += 1
                 self.stats.totals["abandoned"] += 1
                 self._changes.mark_slot(slot.id)
@@ -298,6 +316,14 @@ class Cycles:
             slot.state_schema = out.state_schema
         if out.order:
             slot.last_order = out.order
+        run = self._registry.canary.get(out.strategy) or self._registry.last_canary.get(out.strategy)
+        if run is not None and out.slot in run.slots and out.sha256 == run.version.sha256 and out.result != HALTED:
+            if run.active:
+                self._canary_outcome(run, slot, out, abandoned)
+            elif run.state != "promoted":  # a cycle of a canary that ended since: its fault goes with it
+                if out.fault and slot.fault == out.fault:
+                    run.faulted[slot.id] = out.fault
+                clear_canary_faults(run, self._slots, changes)
         if out.order and out.order.get("status") in ("filled", "open", "rejected", "unknown"):
             changes.status_urgent = True
         changes.mark_slot(slot.id)
@@ -307,6 +333,37 @@ class Cycles:
             lock_wait_us=out.lock_wait_ns // 1000, duration_us=out.duration_us, result=result,
             reason=(out.fault or out.reason),
         ))
+
+    # ------------------------------------------------------------ canaries (tick thread)
+
+    def _canary_outcome(self, run: CanaryRun, slot: SlotRuntime, out: CycleOutcome, abandoned: bool) -> None:
+        """A cycle of a canary version on a canary slot, counted against its budget. A cycle
+        abandoned at its deadline was counted then (check_deadlines): here it is not counted again."""
+        if abandoned:
+            return
+        bad = bad_cycle(fault=out.fault, abandoned=False, order=out.order)
+        if out.fault and slot.fault == out.fault:
+            run.faulted[slot.id] = out.fault
+        if run.observe(slot.id, out.close_ms, bad):
+            self.end_canary(run)
+
+    def end_canary(self, run: CanaryRun) -> None:
+        """The budget is exceeded: the canary slots go back to the current version now."""
+        try:
+            self._registry.end_canary(run.name, run)
+        except ReloadFailed as exc:  # the lock not had in time: tried again at the next bad cycle
+            log.error("canary %s: automatic rollback not done: %s", run.name, exc)
+            return
+        run.end("auto_rolled_back")
+        current = self._registry.get(run.name)
+        log.error("canary %s v%s rolled back automatically: %s", run.name, run.version.number, run.reason)
+        clear_canary_faults(run, self._slots, self._changes)
+        run.version.unload()
+        if self._record is not None:
+            self._record(strategy=run.name, result="auto_rolled_back", error=run.reason,
+                         old_sha256=run.version.sha256, new_sha256=current.sha256 if current else None,
+                         command_id=run.command_id)
+        self._changes.status_urgent = True
 
     def persist(self) -> None:
         # One transaction: a slot's counters never disagree with its recorded cycles.

@@ -42,6 +42,8 @@ __all__ = [
     "build_exchange",
     "translate_error",
     "SPOT_OPTIONS",
+    "override_api_url",
+    "RateLimiter",
 ]
 
 log = logging.getLogger("kernel.exchange")
@@ -136,9 +138,11 @@ def build_exchange(
     timeout_ms: int = 5_000,
     options: dict[str, Any] | None = None,
     markets: dict[str, Any] | None = None,
+    api_url: str | None = None,
 ) -> Any:
     """A configured ccxt exchange: rate limiting on, verbose off, spot markets only,
-    sandbox URLs when asked (refused if the exchange has none). Makes no request."""
+    sandbox URLs when asked (refused if the exchange has none), or every API URL
+    pointed at ``api_url`` (:func:`override_api_url`). Makes no request."""
     import ccxt
 
     if not isinstance(exchange_id, str) or exchange_id not in ccxt.exchanges:
@@ -160,11 +164,78 @@ def build_exchange(
     exchange.has = {**exchange.has, "fetchCurrencies": False}
     redactor = RedactSecrets(credentials.secret_values() if credentials else [])
     exchange.logger = _RedactingLogger(logging.getLogger(f"kernel.exchange.{exchange_id}"), redactor)
+    if sandbox and api_url:
+        raise OperationalError("--sandbox and --exchange-url both choose the exchange's URLs: give one")
     if sandbox:
         if not exchange.urls.get("test"):
             raise OperationalError(f"{exchange_id} has no sandbox (test) URLs in ccxt")
         exchange.set_sandbox_mode(True)
+    if api_url:
+        override_api_url(exchange, api_url)
     return exchange
+
+
+_LOOPBACK = ("localhost", "127.0.0.1", "::1")
+
+
+def override_api_url(exchange: Any, base_url: str) -> dict[str, Any]:
+    """Point every REST URL of ``exchange`` (ccxt's ``urls['api']``) at ``base_url``: its
+    scheme and host (and a path prefix, if given) replace the exchange's, the path of each
+    endpoint is kept (Binance spot: ``http://127.0.0.1:PORT/api/v3/...``). For a test
+    server or a proxy. Plain ``http`` only to a loopback host: keys never travel in clear.
+    Returns the new ``urls['api']``."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(base_url.strip()) if isinstance(base_url, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise OperationalError(f"--exchange-url {base_url!r}: expected http(s)://host[:port][/prefix]")
+    if parts.scheme == "http" and parts.hostname not in _LOOPBACK and not parts.hostname.startswith("127."):
+        raise OperationalError(f"--exchange-url {base_url!r}: plain http only to a loopback host; use https")
+    prefix = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+
+    def rebase(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: rebase(v) for k, v in value.items()}
+        if isinstance(value, str) and "://" in value:
+            old = urlsplit(value)
+            return prefix + old.path + (f"?{old.query}" if old.query else "")
+        return value
+
+    api = rebase(exchange.urls.get("api"))
+    if not api:
+        raise OperationalError(f"{exchange.id} has no REST API URLs in ccxt to override")
+    exchange.urls = {**exchange.urls, "api": api}
+    exchange.hostname = parts.netloc  # for exchanges whose URLs are templates on {hostname}
+    return api
+
+
+class RateLimiter:
+    """A thread-safe token bucket shared by several exchange instances (ccxt's own throttle
+    is per instance and not thread-safe): on average one request per ``interval_s`` (ccxt's
+    ``rateLimit``), with bursts of up to ``burst`` requests after a quiet spell (the series
+    of one close, fetched together). ``acquire`` blocks until a token is free."""
+
+    def __init__(self, interval_s: float, burst: int = 1, *, monotonic: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.interval_s = max(0.0, float(interval_s))
+        self.burst = max(1, int(burst))
+        self._monotonic, self._sleep = monotonic, sleep
+        self._lock = threading.Lock()
+        self._tat = monotonic()  # the "theoretical arrival time" of the next request (GCRA)
+        self.waited_s = 0.0
+
+    def acquire(self) -> float:
+        """Wait for a token; returns the seconds waited."""
+        with self._lock:  # reserve a start time; sleep outside the lock
+            now = self._monotonic()
+            tat = max(self._tat, now)
+            start = max(now, tat - (self.burst - 1) * self.interval_s)
+            self._tat = tat + self.interval_s
+            wait = start - now
+            self.waited_s += wait
+        if wait > 0:
+            self._sleep(wait)
+        return wait
 
 
 class ExchangeClient:
@@ -186,8 +257,12 @@ class ExchangeClient:
         max_backoff_s: float = 2.0,
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
+        factory: Callable[[], Any] | None = None,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self.exchange = exchange
+        self.factory = factory  # builds another instance of this exchange, without keys (public_clones)
+        self.limiter = limiter  # shared with public_clones, when there are some
         self.id: str = exchange.id
         self.sandbox = sandbox
         self.credentials = credentials
@@ -214,10 +289,38 @@ class ExchangeClient:
     def redact(self, text: str) -> str:
         return self._redactor.redact(text)
 
+    def public_clones(self, n: int, *, burst: int = 10) -> list["ExchangeClient"]:
+        """``n`` more clients, each on its own exchange instance without keys (public data:
+        candles), so that ``n + 1`` requests can be in flight at once: ccxt's sync throttle is
+        not thread-safe, so one instance per thread. This client and its clones then share one
+        :class:`RateLimiter` (ccxt's ``rateLimit`` on average, bursts of ``burst``: the
+        series of one close; Binance allows 6,000 request weight a minute, a klines request
+        weighs 1-2); the clones' own throttle is off. Markets are theirs to set (``use_markets``). [] without
+        a factory."""
+        if self.factory is None or n <= 0:
+            return []
+        if self.limiter is None:
+            self.limiter = RateLimiter(float(self.exchange.rateLimit) / 1000.0, burst=max(burst, n + 1))
+        clones = []
+        for _ in range(n):
+            exchange = self.factory()
+            exchange.enableRateLimit = False
+            clones.append(ExchangeClient(exchange, sandbox=self.sandbox, retry_budget_s=self.retry_budget_s,
+                                         backoff_s=self.backoff_s, max_backoff_s=self.max_backoff_s,
+                                         sleep=self._sleep, monotonic=self._monotonic, limiter=self.limiter))
+        return clones
+
+    def use_markets(self, markets: dict[str, Any]) -> None:
+        """Markets known already (another instance's, or saved): no request to load them."""
+        with self._lock:
+            self.exchange.set_markets(markets)
+
     def call_once(self, method: str, *args: Any, **kwargs: Any) -> Any:
         import ccxt
 
         with self._lock:
+            if self.limiter is not None:
+                self.limiter.acquire()
             self.requests += 1
             try:
                 return getattr(self.exchange, method)(*args, **kwargs)

@@ -2,7 +2,13 @@
 
 The one owner of orders whose outcome is unknown (the broker stayed unreachable through
 its retries): such an order is looked up by its client id before its slot may send
-another, since the slot's position depends on it.
+another, since the slot's position depends on it. Orders final at the broker whose trades
+are not known yet are looked up the same way, and in the background (kernel.pending_trades).
+
+The market's minimums (amount, value) and amount step (``Broker.market_rules``) are checked
+before an order is sent: its quantity is cut to the step, and one below a minimum is refused
+with the reason in the ledger, never sent. A position that cannot be sold for that reason is
+noted once (a log line, ``positions.unsellable``, status.json), not at every cycle.
 """
 from __future__ import annotations
 
@@ -20,7 +26,8 @@ from .errors import AuthenticationFailed, GateRefused, KernelError, OrderRejecte
 from .gate import OrderGate
 from .halt import HaltController
 from .ledger import Ledger
-from .order_sync import record_broker_order
+from .order_sync import record_broker_order, trades_pending
+from .pending_trades import PendingTrades
 from .protocol import SlotConfig
 from .run_state import RunState
 from .slot_runtime import EPS, SlotRuntime
@@ -53,6 +60,13 @@ class Execution:
         self._deadline_ms = cycle_deadline_ms
         self._unresolved: dict[str, set[str]] = {}  # slot -> client ids whose outcome is unknown
         self._unresolved_lock = threading.Lock()
+        self.pending_trades = PendingTrades(ledger=ledger, broker=broker)
+        ledger.dust_rule = self.dust_at
+
+    def dust_at(self, symbol: str, price: float) -> float:
+        """The largest quantity of ``symbol`` no order can be made of at ``price`` (a hair under
+        the market's minimum: a quantity exactly at the minimum can still be sold)."""
+        return self._broker.market_rules(symbol).dust_qty(price) * (1 - 1e-9)
 
     def entries_allowed(self, slot: SlotRuntime | None) -> bool:
         return not (self._run.paused or self._halt.engaged or slot is None or slot.paused or slot.fault)
@@ -87,6 +101,24 @@ class Execution:
         except GateRefused as exc:
             summary.update(status="refused", error=str(exc), reason=exc.reason)
             return summary
+        waiting = self.pending_trades.before_order(slot)
+        if waiting is not None:
+            # An earlier order of this slot is final but its trades were not booked when its cycle decided.
+            slot.take_position(self._ledger.position(cfg.id))
+            summary.update(status="refused", reason=waiting,
+                           error=("an earlier order's trades were just booked: the next cycle decides again"
+                                  if waiting == "resolved" else "an earlier order is final but its trades (fills, "
+                                  "fees) are not known yet: no new order until they are"))
+            return summary
+        rules = self._broker.market_rules(cfg.symbol)
+        qty = rules.round_qty(qty)
+        summary["qty"] = qty
+        refusal = rules.refusal(qty, price)
+        if refusal is not None:
+            return self._refuse_below_minimum(slot, cfg, cid, intent, side, qty, price, candle_ms, command_id,
+                                              refusal, summary)
+        if side == "sell":
+            self._ledger.mark_unsellable(cfg.id, None)
         if self._unresolved.get(cfg.id):
             # An earlier order of this slot ended in doubt: its fate decides the position first.
             resolved = self._resolve_unknown_orders(slot)
@@ -150,8 +182,30 @@ class Execution:
             return summary
         crash_point("order_placed")
         record_broker_order(ledger=self._ledger, client_order_id=cid, order=bo)
+        if trades_pending(bo):
+            self.pending_trades.watch(slot)
+            summary["trades_pending"] = True
         slot.take_position(self._ledger.position(cfg.id))
         summary.update(status=bo.status, filled_qty=bo.filled_qty, avg_price=bo.avg_price)
+        return summary
+
+    def _refuse_below_minimum(self, slot: SlotRuntime, cfg: SlotConfig, cid: str, intent: str, side: str,
+                              qty: float, price: float, candle_ms: int | None, command_id: str | None,
+                              refusal: str, summary: dict[str, Any]) -> dict:
+        """An order the market would refuse: recorded as refused (never sent). A position that
+        cannot be sold is noted once: later attempts of the same say nothing new."""
+        summary.update(status="refused", reason="market_minimum", error=refusal)
+        if side == "sell":
+            note = f"position {slot.position_qty:.10g} cannot be sold: {refusal}"
+            if not self._ledger.mark_unsellable(cfg.id, note):
+                return summary  # said already
+            self._changes.status_urgent = True
+            log.warning("slot %s: %s (said once; the position is left as it is)", cfg.id, note)
+        else:
+            log.warning("slot %s: %s order refused before sending: %s", cfg.id, intent, refusal)
+        if self._ledger.record_intent(client_order_id=cid, slot=cfg.id, symbol=cfg.symbol, candle_ms=candle_ms,
+                                      intent=intent, side=side, qty=qty, ref_price=price, command_id=command_id):
+            self._ledger.mark_order(cid, "refused", error=refusal)
         return summary
 
     def _resolve_unknown_orders(self, slot: SlotRuntime) -> bool:
@@ -169,6 +223,8 @@ class Execution:
                 self._ledger.mark_order(cid, "abandoned", error="never reached the broker")
             else:
                 record_broker_order(ledger=self._ledger, client_order_id=cid, order=bo)
+                if trades_pending(bo):
+                    self.pending_trades.watch(slot)
             with self._unresolved_lock:
                 self._unresolved.get(slot.id, set()).discard(cid)
             log.warning("slot %s: order %s resolved: %s", slot.id, cid, bo.status if bo else "never sent")

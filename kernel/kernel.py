@@ -26,6 +26,7 @@ from .command_handlers import CommandContext
 from .command_stream import CommandStream
 from .control import CONTROL_FILE, STATUS_FILE
 from .control_watch import ControlWatch
+from .crash_points import crash_point
 from .cycles import Cycles
 from .execution import Execution
 from .gate import OrderGate
@@ -33,6 +34,8 @@ from .halt import HaltController
 from .ledger import LEDGER_FILE, Ledger
 from .options import KernelOptions
 from .reconcile import reconcile
+from .release_drift import WorkingTree
+from .release_store import ReleaseStore
 from .reloader import Reloader
 from .run_state import RunState
 from .scheduler import Scheduler
@@ -103,12 +106,15 @@ class Kernel:
         self.reloader = Reloader(loader=self.loader, registry=self.registry, feed=self.feed, clock=self.clock,
                                  slots=self.slots, changes=self.changes, reload_budget_ms=options.reload_budget_ms,
                                  smoke_slots=options.smoke_slots, halted=lambda: self.gate.halted,
-                                 entries_allowed=self.execution.entries_allowed)
+                                 entries_allowed=self.execution.entries_allowed,
+                                 store=ReleaseStore(self.state_dir, ledger=self.ledger, strategies_dir=self.loader.folder,
+                                                    keep=options.keep_versions),
+                                 crash=crash_point)
         self.cycles = Cycles(slots=self.slots, scheduler=self.scheduler, clock=self.clock, feed=self.feed,
                              broker=self.broker, registry=self.registry, execution=self.execution,
                              ledger=self.ledger, changes=self.changes, workers=options.workers,
                              cycle_deadline_ms=options.cycle_deadline_ms, late_after_ms=options.late_after_ms,
-                             halted=lambda: self.gate.halted)
+                             halted=lambda: self.gate.halted, record=self.reloader.record)
         self.commands = CommandStream(context=CommandContext(
             slots=self.slots, run_state=self.run_state, halt=self.halt, control=self.control,
             scheduler=self.scheduler, clock=self.clock, ledger=self.ledger, loader=self.loader,
@@ -121,7 +127,7 @@ class Kernel:
             registry=self.registry, scheduler=self.scheduler, slots=self.slots, run_state=self.run_state,
             halt=self.halt, control=self.control, commands=self.commands, reloads=self.reloader.recent,
             cycle_stats=self.cycles.stats, changes=self.changes, tick_ms=options.tick_ms,
-            status_interval_ms=options.status_interval_ms,
+            status_interval_ms=options.status_interval_ms, working_tree=WorkingTree(self.loader.folder),
         )
         self.pid = self.status.pid
         self.started_at = self.status.started_at
@@ -247,6 +253,7 @@ class Kernel:
         self.cycles.persist()
         self.reloader.stop()
         self.cycles.pool.shutdown(wait_s=1.0)
+        self.execution.pending_trades.close()  # before the ledger closes under it
         self.halt.join(deadline_s)
         self.ledger.meta_set(clock_ms=self.clock.now_ms())
         self.ledger.flush()

@@ -13,9 +13,11 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
-from .ledger_schema import SCHEMA
+from .ledger_schema import SCHEMA, migrate
+from .ledger_tx import Tx as _Tx
+from .round_trips import Book, apply_fill, settle
 
 LEDGER_FILE = "ledger.sqlite3"  # in the kernel's state dir
 
@@ -28,8 +30,10 @@ class Position:
     entry_price: float | None = None
     realized_pnl: float = 0.0
     fees: float = 0.0
-    trades: int = 0
+    trades: int = 0  # closed round trips (kernel.round_trips)
     wins: int = 0
+    dust_qty: float = 0.0  # below the market's minimum: flat, not in entry_price
+    unsellable: str | None = None  # why the position cannot be sold now, or None
 
 
 @dataclass(slots=True)
@@ -56,6 +60,9 @@ class Ledger:
         self.path = Path(path)
         self.read_only = read_only
         self._lock = threading.RLock()
+        # (symbol, price) -> the quantity below which the market takes no order: a position left
+        # below it is dust (kernel.round_trips). Set by the order path from its broker.
+        self.dust_rule: Callable[[str, float], float] | None = None
         if read_only:
             # A reader beside a running kernel (the console): never creates, migrates or writes
             # the file, and gives up soon on a busy one (nothing is concluded from an absence).
@@ -72,6 +79,15 @@ class Ledger:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        migrate(self._db)
+
+    def _dust(self, symbol: str, price: float) -> float:
+        if self.dust_rule is None:
+            return 0.0
+        try:
+            return float(self.dust_rule(symbol, price) or 0.0)
+        except Exception:  # noqa: BLE001 - no market data: no dust rule
+            return 0.0
 
     # ------------------------------------------------------------------ plumbing
 
@@ -144,14 +160,25 @@ class Ledger:
         broker_order_id: str | None = None,
         error: str | None = None,
         passed_ns: int | None = None,
+        trades_pending: bool | None = None,
     ) -> None:
+        """``trades_pending``: the order is final at the broker but its trades (fills, fees) are
+        not known yet; looked up again until they are (None: unchanged)."""
+        pending = None if trades_pending is None else int(trades_pending)
         with self._tx() as db:
             db.execute(
                 "UPDATE orders SET status=?, broker_order_id=COALESCE(?, broker_order_id),"
-                " error=COALESCE(?, error), passed_ns=COALESCE(?, passed_ns), updated_ms=?"
-                " WHERE client_order_id=?",
-                (status, broker_order_id, error, passed_ns, _now_ms(), client_order_id),
+                " error=COALESCE(?, error), passed_ns=COALESCE(?, passed_ns),"
+                " trades_pending=COALESCE(?, trades_pending), updated_ms=? WHERE client_order_id=?",
+                (status, broker_order_id, error, passed_ns, pending, _now_ms(), client_order_id),
             )
+
+    def trades_pending(self) -> list[dict]:
+        """Orders final at the broker whose trades are still to be fetched."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM orders WHERE trades_pending=1 ORDER BY created_ms, client_order_id").fetchall()
+        return [dict(r) for r in rows]
 
     def record_fill(
         self,
@@ -162,9 +189,14 @@ class Ledger:
         price: float,
         fee: float,
         ts_ms: int,
+        fee_currency: str | None = None,
+        fee_rate_used: float | None = None,
+        fee_native: float | None = None,
     ) -> bool:
         """Record a fill once (by fill id) and move the slot's position in the same
-        transaction. False if the fill was already recorded."""
+        transaction. False if the fill was already recorded. ``fee`` is in the quote currency;
+        a fee charged in another currency is recorded as charged (``fee_native`` in
+        ``fee_currency``) with the rate that converted it (``fee_rate_used``, quote per unit)."""
         with self._tx() as db:
             order = db.execute(
                 "SELECT slot, symbol, side, qty, filled_qty, avg_price FROM orders"
@@ -175,9 +207,11 @@ class Ledger:
                 raise KeyError(f"fill {fill_id} for unknown order {client_order_id}")
             seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM fills").fetchone()[0]
             cur = db.execute(
-                "INSERT OR IGNORE INTO fills(fill_id, client_order_id, slot, side, qty, price, fee, ts_ms, seq)"
-                " VALUES(?,?,?,?,?,?,?,?,?)",
-                (fill_id, client_order_id, order["slot"], order["side"], qty, price, fee, ts_ms, seq),
+                "INSERT OR IGNORE INTO fills(fill_id, client_order_id, slot, side, qty, price, fee, ts_ms, seq,"
+                " fee_currency, fee_rate_used, fee_native) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
+                (fill_id, client_order_id, order["slot"], order["side"], qty, price, fee, ts_ms, seq,
+                 fee_currency, 1.0 if fee_rate_used is None else fee_rate_used,
+                 fee if fee_native is None else fee_native),
             )
             if cur.rowcount != 1:
                 return False
@@ -190,44 +224,63 @@ class Ledger:
                 " WHERE client_order_id=?",
                 (filled, avg, status, _now_ms(), client_order_id),
             )
-            pnl = self._apply_fill(db, order["slot"], order["symbol"], order["side"], qty, price, fee)
-            db.execute("UPDATE fills SET pnl=? WHERE fill_id=?", (pnl, fill_id))
+            pnl, round_pnl = self._apply_fill(db, order["slot"], order["symbol"], order["side"], qty, price, fee)
+            db.execute("UPDATE fills SET pnl=?, round_trip_pnl=? WHERE fill_id=?", (pnl, round_pnl, fill_id))
             return True
 
     @staticmethod
-    def _apply_fill(db, slot: str, symbol: str, side: str, qty: float, price: float, fee: float) -> float | None:
-        """Move the slot's position; returns the realized P&L of a sell (None for a buy)."""
-        db.execute(
-            "INSERT OR IGNORE INTO positions(slot, symbol) VALUES(?, ?)", (slot, symbol)
-        )
+    def _apply_fill(db, slot: str, symbol: str, side: str, qty: float, price: float,
+                    fee: float) -> tuple[float | None, float | None]:
+        """Move the slot's position (kernel.round_trips); returns the fill's P&L (None for a
+        buy) and the P&L of the round trip it closes (None unless it closes one)."""
+        db.execute("INSERT OR IGNORE INTO positions(slot, symbol) VALUES(?, ?)", (slot, symbol))
         pos = db.execute("SELECT * FROM positions WHERE slot=?", (slot,)).fetchone()
-        p_qty, cost, realized, fees = pos["qty"], pos["cost"], pos["realized_pnl"], pos["fees"]
-        trades, wins, round_start = pos["trades"], pos["wins"], pos["round_start_pnl"]
-        pnl = None
-        if side == "buy":
-            if p_qty <= 1e-12:
-                round_start = realized
-            p_qty += qty
-            cost += qty * price
-            realized -= fee
-        else:
-            avg = cost / p_qty if p_qty > 1e-12 else price
-            pnl = qty * (price - avg) - fee
-            realized += pnl
-            cost -= qty * avg
-            p_qty -= qty
-            if abs(p_qty) <= 1e-12:
-                p_qty, cost = 0.0, 0.0
-                trades += 1
-                if realized - round_start > 0:
-                    wins += 1
-        fees += fee
+        book, pnl, round_pnl = apply_fill(Book(**{k: pos[k] for k in Book.__slots__}), side=side, qty=qty,
+                                          price=price, fee=fee)
+        Ledger._put_book(db, slot, book)
+        return pnl, round_pnl
+
+    @staticmethod
+    def _put_book(db, slot: str, book: Book) -> None:
         db.execute(
-            "UPDATE positions SET qty=?, cost=?, realized_pnl=?, fees=?, trades=?, wins=?,"
-            " round_start_pnl=? WHERE slot=?",
-            (p_qty, cost, realized, fees, trades, wins, round_start, slot),
+            "UPDATE positions SET qty=?, cost=?, realized_pnl=?, fees=?, trades=?, wins=?, round_start_pnl=?,"
+            " dust_qty=?, dust_cost=? WHERE slot=?",
+            (book.qty, book.cost, book.realized_pnl, book.fees, book.trades, book.wins, book.round_start_pnl,
+             book.dust_qty, book.dust_cost, slot),
         )
-        return pnl
+
+    def settle_round_trip(self, client_order_id: str) -> float | None:
+        """A sell order is final: if what its slot holds now is below the market's minimum
+        (``dust_rule``), that is dust and the round trip is closed (kernel.round_trips.settle),
+        its P&L written on the order's last fill. Returns that P&L, or None."""
+        order = self.order(client_order_id)
+        if order is None or order["side"] != "sell":
+            return None
+        price = order["avg_price"] or order["ref_price"] or 0.0
+        dust = self._dust(order["symbol"], price)  # outside the lock: a broker may ask its exchange
+        if dust <= 0:
+            return None
+        with self._tx() as db:
+            pos = db.execute("SELECT * FROM positions WHERE slot=?", (order["slot"],)).fetchone()
+            if pos is None:
+                return None
+            book, round_pnl = settle(Book(**{k: pos[k] for k in Book.__slots__}), dust)
+            if round_pnl is None:
+                return None
+            self._put_book(db, order["slot"], book)
+            db.execute("UPDATE fills SET round_trip_pnl=? WHERE fill_id=(SELECT fill_id FROM fills"
+                       " WHERE client_order_id=? ORDER BY seq DESC LIMIT 1)", (round_pnl, client_order_id))
+            return round_pnl
+
+    def mark_unsellable(self, slot: str, reason: str | None) -> bool:
+        """Note why the slot's position cannot be sold (None: it can again). True when it became
+        unsellable or sellable again (not when only the reason's figures moved)."""
+        with self._tx() as db:
+            row = db.execute("SELECT unsellable FROM positions WHERE slot=?", (slot,)).fetchone()
+            if row is None or row[0] == reason:
+                return False
+            db.execute("UPDATE positions SET unsellable=? WHERE slot=?", (reason, slot))
+            return (row[0] is None) != (reason is None)
 
     def order(self, client_order_id: str) -> dict | None:
         with self._lock:
@@ -292,6 +345,8 @@ class Ledger:
             fees=row["fees"],
             trades=row["trades"],
             wins=row["wins"],
+            dust_qty=row["dust_qty"],
+            unsellable=row["unsellable"],
         )
 
     def positions(self) -> dict[str, Position]:
@@ -512,45 +567,19 @@ class Ledger:
                 OPEN_STATUSES,
             ).fetchone()[0]
             fills = db.execute("SELECT COUNT(*) FROM fills").fetchone()[0]
-            realized, fees = db.execute(
-                "SELECT COALESCE(SUM(realized_pnl), 0), COALESCE(SUM(fees), 0) FROM positions"
+            realized, fees, trades, wins = db.execute(
+                "SELECT COALESCE(SUM(realized_pnl), 0), COALESCE(SUM(fees), 0), COALESCE(SUM(trades), 0),"
+                " COALESCE(SUM(wins), 0) FROM positions"
             ).fetchone()
+            pending = db.execute("SELECT COUNT(*) FROM orders WHERE trades_pending=1").fetchone()[0]
         return {
             "orders": orders,
             "open_orders": open_orders,
             "fills": fills,
             "realized_pnl": round(realized, 8),
             "fees": round(fees, 8),
+            "trades": trades,  # closed round trips (kernel.round_trips), all slots
+            "wins": wins,
+            "trades_pending": pending,  # orders final at the broker whose trades are still fetched
         }
 
-
-class _Tx:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` under the ledger's lock."""
-
-    def __init__(self, ledger: Ledger, durable: bool = True) -> None:
-        self.ledger = ledger
-        self.durable = durable
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.ledger._lock.acquire()
-        try:
-            if not self.durable:
-                self.ledger._db.execute("PRAGMA synchronous=NORMAL")
-            self.ledger._db.execute("BEGIN IMMEDIATE")
-        except BaseException:
-            self.ledger._lock.release()
-            raise
-        return self.ledger._db
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            if exc_type is None:
-                self.ledger._db.execute("COMMIT")
-            else:
-                self.ledger._db.execute("ROLLBACK")
-        finally:
-            try:
-                if not self.durable:
-                    self.ledger._db.execute("PRAGMA synchronous=FULL")
-            finally:
-                self.ledger._lock.release()

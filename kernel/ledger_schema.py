@@ -1,6 +1,50 @@
 """The ledger's tables: orders (intent before send), fills, positions, cycles, applied
 commands, slots and meta. Every statement is idempotent (IF NOT EXISTS): the ledger runs it
-on each open."""
+on each open, then :func:`migrate`.
+
+How the schema evolves: a new table is a new ``CREATE TABLE IF NOT EXISTS``; a new column goes
+into its table's CREATE below *and* into :data:`COLUMNS_ADDED` with the version that added it,
+so that :func:`migrate` adds it (``ALTER TABLE ... ADD COLUMN``) to a ledger written before.
+``meta.schema_version`` records the version a ledger is at."""
+from __future__ import annotations
+
+import sqlite3
+
+SCHEMA_VERSION = 2
+
+# (version, table, column, declaration): columns added to an existing schema, oldest first.
+COLUMNS_ADDED: tuple[tuple[int, str, str, str], ...] = (
+    (2, "fills", "round_trip_pnl", "REAL"),
+    (2, "fills", "fee_currency", "TEXT"),
+    (2, "fills", "fee_rate_used", "REAL"),
+    (2, "fills", "fee_native", "REAL"),
+    (2, "orders", "trades_pending", "INTEGER NOT NULL DEFAULT 0"),
+    (2, "positions", "dust_qty", "REAL NOT NULL DEFAULT 0"),
+    (2, "positions", "dust_cost", "REAL NOT NULL DEFAULT 0"),
+    (2, "positions", "unsellable", "TEXT"),
+)
+
+
+def migrate(db: sqlite3.Connection) -> int:
+    """Bring a ledger to :data:`SCHEMA_VERSION` (in one transaction); returns the version it was at."""
+    row = db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    at = int(row[0]) if row else 1
+    if at >= SCHEMA_VERSION:
+        return at
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for version, table, column, decl in COLUMNS_ADDED:
+            have = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+            if version > at and column not in have:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+        db.execute("INSERT INTO meta(key, value) VALUES('schema_version', ?) "
+                   "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (str(SCHEMA_VERSION),))
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return at
+
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
@@ -20,7 +64,8 @@ CREATE TABLE IF NOT EXISTS orders (
     command_id TEXT,
     created_ms INTEGER NOT NULL,
     passed_ns INTEGER,               -- when the order gate let it through (monotonic_ns)
-    updated_ms INTEGER NOT NULL
+    updated_ms INTEGER NOT NULL,
+    trades_pending INTEGER NOT NULL DEFAULT 0  -- final at the broker, its trades (fills, fees) not known yet
 );
 CREATE INDEX IF NOT EXISTS orders_slot ON orders(slot, created_ms);
 CREATE INDEX IF NOT EXISTS orders_status ON orders(status);
@@ -33,8 +78,12 @@ CREATE TABLE IF NOT EXISTS fills (
     price REAL NOT NULL,
     fee REAL NOT NULL,
     ts_ms INTEGER NOT NULL,
-    pnl REAL,                        -- realized P&L of this fill (fees included); null for buys
-    seq INTEGER                      -- order of recording, for "fills since"
+    pnl REAL,                        -- realized P&L of this fill (its own fee included); null for buys
+    seq INTEGER,                     -- order of recording, for "fills since"
+    round_trip_pnl REAL,             -- on the fill that closes a round trip: its P&L, entry and exit fees included
+    fee_currency TEXT,               -- the currency the fee was paid in (null: the quote, before schema 2)
+    fee_rate_used REAL,              -- quote per unit of fee_currency used to convert the fee (1 for the quote)
+    fee_native REAL                  -- the fee in fee_currency, as the exchange charged it
 );
 CREATE INDEX IF NOT EXISTS fills_slot ON fills(slot, ts_ms);
 CREATE TABLE IF NOT EXISTS positions (
@@ -46,7 +95,10 @@ CREATE TABLE IF NOT EXISTS positions (
     fees REAL NOT NULL DEFAULT 0,
     trades INTEGER NOT NULL DEFAULT 0,
     wins INTEGER NOT NULL DEFAULT 0,
-    round_start_pnl REAL NOT NULL DEFAULT 0  -- realized P&L when the open round trip began
+    round_start_pnl REAL NOT NULL DEFAULT 0,  -- realized P&L when the open round trip began
+    dust_qty REAL NOT NULL DEFAULT 0,  -- left below the market's minimum: flat, reported on its own
+    dust_cost REAL NOT NULL DEFAULT 0,
+    unsellable TEXT                    -- why the position cannot be sold (below the market's minimum), or null
 );
 CREATE TABLE IF NOT EXISTS cycles (
     slot TEXT NOT NULL,

@@ -28,6 +28,14 @@ class KernelOptions:
     broker: str = "paper"  # paper | ccxt
     exchange: str | None = None  # a ccxt exchange id, for the ccxt feed and broker
     sandbox: bool = False
+    exchange_url: str | None = None  # another base URL for the exchange's REST API (a test server, a proxy)
     secrets_file: Path | None = None
     start_ms: int | None = None  # simulated clock start (a replay's default: its first candle)
     halt_cancel_wait_ms: int = 500  # how long engage_halt waits for the cancels before returning
+    # Paper broker cost model (docs/live-trading.md, "Cost models"); None: the paper broker's
+    # default (fee 0.1 %, slippage 5 bp, fill at the signal candle's close). Not for --broker ccxt.
+    fee_rate: float | None = None  # fraction of the notional, in the quote currency
+    slippage_bps: float | None = None  # against the taker, on market orders
+    fill_price: str | None = None  # "close" (the signal candle's) | "next_open" (the next candle's open)
+    paper_markets: str | None = None  # "binance": the paper broker enforces Binance spot's minimums and steps
+    keep_versions: int = 20  # release store: versions.prune keeps this many per strategy (never prunes by itself)

@@ -14,7 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 PROTOCOL_VERSION = 1
 
-KERNEL_ACTIONS = ("start", "stop", "pause", "resume", "reload", "rollback", "release")
+KERNEL_ACTIONS = ("start", "stop", "pause", "resume", "reload", "rollback", "release", "versions.prune",
+                  "promote")
 SLOT_ACTIONS = ("slot.pause", "slot.resume", "slot.flatten", "slot.configure", "slot.add")
 ACTIONS = KERNEL_ACTIONS + SLOT_ACTIONS
 
@@ -174,18 +175,72 @@ class HaltStatus(BaseModel):
     observed_at_ns: int | None = None  # wall clock (ns since the epoch) when the kernel observed it
 
 
+class WorkingTreeStatus(BaseModel):
+    sha256: str | None = None  # None: a file of the running version is missing from strategies/
+    differs: bool = False
+
+
+class CanaryStatus(BaseModel):
+    """A canary (reload with ``slots``): its version on those slots, on a budget."""
+
+    version: int
+    sha256: str
+    slots: list[str]
+    since: str
+    budget: dict[str, int]  # {"cycles": N, "faults": K}
+    state: Literal["running", "passed", "auto_rolled_back", "rolled_back", "promoted"]
+    counts: dict[str, int]  # {"cycles", "faults"}: on the canary slots, faults within the budget's cycles
+    reason: str | None = None  # why it was rolled back automatically
+    ended_at: str | None = None
+    recent_bad: list[dict[str, Any]] = Field(default_factory=list)  # {"slot", "candle", "reason"}
+    command_id: str | None = None
+
+
+class ShadowSlotStatus(BaseModel):
+    evaluations: int = 0
+    differences: int = 0  # evaluations whose action differed from the live cycle's
+    skipped: int = 0  # not evaluated: the slot's previous one still waited, or a halt
+    faults: int = 0
+    busy_us: int = 0  # time spent on its evaluations, on the shadow's own thread
+    last_fault: str | None = None
+    done: bool = False
+    last_differences: list[dict[str, Any]] = Field(default_factory=list)  # {"candle", "live", "shadow", ...}
+
+
+class ShadowStatus(BaseModel):
+    """A shadow (reload with ``"shadow": true``): evaluated beside the live version, no orders."""
+
+    version: int
+    sha256: str
+    slots: list[str]
+    since: str
+    cycles: int  # evaluations per slot before it is done
+    done: bool = False
+    fault: str | None = None
+    counts: dict[str, int] = Field(default_factory=dict)  # summed over the slots
+    per_slot: dict[str, ShadowSlotStatus] = Field(default_factory=dict)
+    command_id: str | None = None
+
+
 class StrategyStatus(BaseModel):
     version: int
     sha256: str
     loaded_at: str
     files: dict[str, str] = Field(default_factory=dict)  # file -> sha256
     previous: dict[str, Any] | None = None  # {"version", "sha256"} kept for rollback
+    # Drift: the sha256 the strategies folder's copies of these files make, and whether it
+    # differs from what runs (a restart runs the stored version; nothing changes until a reload).
+    working_tree: WorkingTreeStatus | None = None
+    canary: CanaryStatus | None = None  # the running canary, else the last one that ended
+    shadow: ShadowStatus | None = None  # the running shadow (done or not)
 
 
 class ReloadStatus(BaseModel):
     at: str | None = None
     strategy: str | None = None
-    result: Literal["loaded", "unchanged", "failed", "abandoned", "rolled_back"] | None = None
+    result: Literal["loaded", "unchanged", "failed", "abandoned", "rolled_back", "canary_started",
+                    "shadow_started", "promoted", "canary_rolled_back", "shadow_discarded",
+                    "auto_rolled_back"] | None = None
     error: str | None = None
     lock_wait_ms: float | None = None
     old_sha256: str | None = None
@@ -206,7 +261,9 @@ class CommandStatus(BaseModel):
 class PositionStatus(BaseModel):
     qty: float = 0.0
     entry_price: float | None = None
-    realized_pnl: float = 0.0
+    realized_pnl: float = 0.0  # closed round trips' P&L + the open one's entry fees (kernel.round_trips)
+    trades: int = 0  # closed round trips
+    wins: int = 0  # closed round trips with P&L > 0 (entry and exit fees included)
 
 
 class FillStatus(BaseModel):
@@ -218,8 +275,12 @@ class FillStatus(BaseModel):
     price: float
     fee: float
     ts_ms: int
-    pnl: float | None = None  # realized P&L of a sell, fees included
+    pnl: float | None = None  # realized P&L of a sell, its own fee included
     seq: int | None = None
+    round_trip_pnl: float | None = None  # on the fill closing a round trip: its P&L, entry and exit fees included
+    fee_currency: str | None = None  # the currency the fee was charged in (fee itself is in the quote)
+    fee_rate_used: float | None = None  # quote per unit of fee_currency used to convert it
+    fee_native: float | None = None  # the fee as charged, in fee_currency
 
 
 class SlotStatus(BaseModel):
@@ -243,6 +304,8 @@ class SlotStatus(BaseModel):
     last_price: float | None = None
     unrealized_pnl: float | None = None
     last_order: dict[str, Any] | None = None  # the last order's summary (status, error: rejected...)
+    dust_qty: float = 0.0  # left below the market's minimum: flat for trading, reported on its own
+    unsellable: str | None = None  # why the position cannot be sold (below the market's minimum), said once
     config: SlotConfig | None = None
 
 
@@ -252,6 +315,9 @@ class LedgerSummary(BaseModel):
     fills: int = 0
     realized_pnl: float = 0.0
     fees: float = 0.0
+    trades: int = 0  # closed round trips, all slots (kernel.round_trips)
+    wins: int = 0
+    trades_pending: int = 0  # orders final at the broker whose trades are still being fetched
     cash: float | None = None
     equity: float | None = None  # cash + positions at their last prices
     unrealized_pnl: float | None = None
@@ -263,7 +329,7 @@ class Status(BaseModel):
     state: KernelState
     heartbeat_at: str
     clock_at: str | None = None
-    speed: float = 1.0
+    speed: float | None = 1.0  # clock time per wall time; null: unbounded (a replay at --speed inf)
     tick: int = 0
     tick_ms: int = 100
     pid: int

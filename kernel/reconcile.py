@@ -1,11 +1,12 @@
 """Startup reconciliation: before any slot trades, the ledger is brought to what the broker says.
 
-Every unfinished order of the ledger (intent, sent, open) is looked up at the broker by
-its client id: fills the ledger lacks are recorded, final states marked, orders the
-broker never saw abandoned. Orders the broker holds open that the ledger does not know
-are reported, and so are positions the account does not hold (never acted on: they may
-be a human's). An order whose fate the broker cannot tell (unreachable, keys refused)
-pauses its slot: it must not trade on a position that may be wrong.
+Every unfinished order of the ledger (intent, sent, open), and every order final with its
+trades still pending, is looked up at the broker by its client id: fills the ledger lacks
+are recorded, final states marked, orders the broker never saw abandoned. Orders the
+broker holds open that the ledger does not know are reported, and so are positions the
+account does not hold (never acted on: they may be a human's). An order whose fate the
+broker cannot tell (unreachable, keys refused) pauses its slot: it must not trade on a
+position that may be wrong.
 """
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ def reconcile(*, ledger: Ledger, broker: Broker, slots: dict[str, SlotRuntime], 
         "broker_only_orders": [], "position_mismatches": [], "errors": [],
     }
     unreachable: str | None = None  # after one "broker unreachable", do not wait on each order
-    for order in ledger.unfinished_orders():
+    pending = [o for o in ledger.trades_pending() if o["status"] not in ("intent", "sent", "open")]
+    for order in ledger.unfinished_orders() + pending:
         cid = order["client_order_id"]
         found["checked"] += 1
         entry = {"client_order_id": cid, "slot": order["slot"], "symbol": order["symbol"],

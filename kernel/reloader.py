@@ -17,6 +17,7 @@ from .changes import Changes
 from .clock import Clock
 from .errors import ReloadFailed
 from .protocol import utcnow_iso
+from .release_store import ReleaseStore
 from .slot_runtime import SlotRuntime
 from .versions import SmokeSample, StrategyLoader, StrategyRegistry, StrategyVersion, check_version
 
@@ -29,10 +30,16 @@ class Reloader:
     def __init__(self, *, loader: StrategyLoader, registry: StrategyRegistry, feed: Any, clock: Clock,
                  slots: dict[str, SlotRuntime], changes: Changes, reload_budget_ms: int, smoke_slots: int,
                  halted: Callable[[], bool] = lambda: False,
-                 entries_allowed: Callable[[SlotRuntime], bool] = lambda slot: True) -> None:
+                 entries_allowed: Callable[[SlotRuntime], bool] = lambda slot: True,
+                 store: ReleaseStore | None = None, crash: Callable[[str], None] | None = None) -> None:
         self._loader = loader
+        # The release store (kernel/release_store.py): every version is stored there before
+        # it goes live, numbered by its sha256; a restart resumes from it. None: not kept.
+        self.store = store
+        self._crash = crash
         self._registry = registry
         self._feed = feed
+        self.feed = feed  # a shadow's candles beyond the live cycle's (kernel/shadow.py)
         self._clock = clock
         self._slots = slots
         self._changes = changes
@@ -41,6 +48,7 @@ class Reloader:
         # The halt flag the tick thread sets first (OrderGate.halted), read before every
         # strategy call of a reload; and what a live cycle of a slot would get as entries_allowed.
         self._halted = halted
+        self.halted = halted  # the same flag, for canaries and shadows (kernel/deploys.py)
         self._entries_allowed = entries_allowed
         self.recent: deque[dict[str, Any]] = deque(maxlen=50)  # newest last, for status.json
         self._queue: queue.SimpleQueue[tuple[Callable[[], Any], Future] | None] = queue.SimpleQueue()
@@ -101,10 +109,24 @@ class Reloader:
                                          "first, then reload")
 
     def load_checked(self, name: str, samples: list[SmokeSample] | None = None, *,
-                     check: bool = True) -> StrategyVersion:
+                     check: bool = True, stored: str | None = None) -> StrategyVersion:
+        """Load ``name`` from the working tree, or ``stored`` (a sha256) from the release store
+        (its entry verified first, nothing of a corrupt one runs), and check it."""
         if check:
             self.halted_check("the import")
-        version = self._loader.load(name, self._registry.next_number(name))
+        folder = None
+        if stored is not None:
+            if self.store is None:
+                raise ReloadFailed("store", "no release store")
+            self.store.verify(stored)
+            folder = self.store.folder(stored)
+        version = self._loader.load(name, 0, folder=folder)
+        if stored is not None and version.sha256 != stored:
+            version.unload()
+            raise ReloadFailed("store", f"stored version {stored[:12]} compiled to {version.sha256[:12]}: refused")
+        # A number names one code forever: the one its sha256 has, or the next (given when stored).
+        version.number = (self.store.number_for(name, version.sha256) if self.store is not None
+                          else self._registry.next_number(name))
         samples = samples if samples is not None else self.smoke_samples(name)
         try:
             if check:
@@ -121,13 +143,24 @@ class Reloader:
             raise
         return version
 
-    def reload_one(self, name: str, samples: list[SmokeSample], command_id: str | None) -> dict:
+    def publish(self, version: StrategyVersion, *, by: str | None, command_id: str | None) -> None:
+        """Into the release store before it goes live (ReloadFailed("store") if it cannot be)."""
+        if self.store is not None:
+            self.store.put(version, by=by, command_id=command_id, crash=self._crash)
+
+    def mark_current(self, version: StrategyVersion, previous: StrategyVersion | None) -> None:
+        """What a restart resumes: recorded once ``version`` is swapped in."""
+        if self.store is not None:
+            self.store.mark_current(version.name, version.sha256, previous.sha256 if previous else None)
+
+    def reload_one(self, name: str, samples: list[SmokeSample], command_id: str | None, *,
+                   by: str | None = None, stored: str | None = None) -> dict:
         old = self._registry.get(name)
         r: dict[str, Any] = {"strategy": name, "command_id": command_id, "lock_wait_ms": None,
                              "old_sha256": old.sha256 if old else None, "new_sha256": None,
                              "error": None}
         try:
-            version = self.load_checked(name, samples)
+            version = self.load_checked(name, samples, stored=stored)
         except ReloadFailed as exc:
             # A halt that landed mid-reload abandons it; any other failed check fails it.
             r.update(result="abandoned" if exc.stage == "halted" else "failed", error=f"{exc.stage}: {exc}")
@@ -137,6 +170,17 @@ class Reloader:
             version.unload()
             r.update(result="unchanged", version=old.number)
             return r
+        if name in self._registry.canary or name in self._registry.shadow:  # started while this one waited
+            version.unload()
+            r.update(result="abandoned", error=f"busy: a canary or shadow of {name} runs: promote it or roll it "
+                                               "back first")
+            return r
+        try:
+            self.publish(version, by=by, command_id=command_id)  # stored before it goes live
+        except ReloadFailed as exc:
+            version.unload()
+            r.update(result="failed", error=f"{exc.stage}: {exc}")
+            return r
         try:
             # Checked once more under the reload lock: never swapped in during a halt.
             r["lock_wait_ms"] = self._registry.swap(version, should_stop=self._halted)
@@ -144,16 +188,29 @@ class Reloader:
             version.unload()
             r.update(result="abandoned", error=f"{exc.stage}: {exc}")
             return r
-        r.update(result="loaded", version=version.number)
+        self.mark_current(version, old)
+        r.update(result="rolled_back" if stored is not None else "loaded", version=version.number)
         return r
 
     def load_boot_versions(self) -> None:
         """First versions at startup: a strategy that does not load leaves its slots
         faulted, not the kernel down."""
+        resume = self.store.current() if self.store is not None else {}
         for name in sorted({s.config.strategy for s in self._slots.values()}):
             try:
-                version = self.load_checked(name, check=False)
+                # What ran before the restart, compiled from the store, never silently from the
+                # working tree; a strategy never published loads from the working tree, stored first.
+                stored = (resume.get(name) or {}).get("sha256")
+                version = self.load_checked(name, check=False, stored=stored)
+                if stored is None:
+                    try:
+                        self.publish(version, by="kernel (first load at startup)", command_id=None)
+                    except ReloadFailed:
+                        version.unload()
+                        raise
                 self._registry.swap(version)
+                if stored is None:
+                    self.mark_current(version, None)
             except ReloadFailed as exc:
                 log.error("strategy %s did not load: %s", name, exc)
                 self.record(strategy=name, result="failed", error=f"{exc.stage}: {exc}")
@@ -183,5 +240,6 @@ class Reloader:
                  "command_id": command_id}
         self.recent.append(entry)
         self._changes.status_urgent = True
-        (log.info if result in ("loaded", "unchanged", "rolled_back") else log.error)(
+        (log.info if result in ("loaded", "unchanged", "rolled_back", "canary_started", "shadow_started", "promoted",
+                                  "canary_rolled_back", "shadow_discarded") else log.error)(
             "reload %s: %s%s", strategy, result, f" ({error})" if error else "")

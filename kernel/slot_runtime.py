@@ -35,6 +35,7 @@ class SlotRuntime:
     last_cycle_version: int | None = None  # the version its last cycle ran (not stored: None after a restart)
     last_cycle_sha256: str | None = None
     inflight: Job | None = None
+    pinned_sha256: str | None = None  # what its running cycle pinned (set by that cycle's worker)
     pending_config: SlotConfig | None = None
     position_qty: float = 0.0
     entry_price: float | None = None

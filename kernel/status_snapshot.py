@@ -5,6 +5,7 @@ together); it is published when something urgent changed or every status interva
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections import deque
@@ -19,6 +20,7 @@ from .cycle_stats import CycleStats
 from .halt import HaltController
 from .ledger import Ledger
 from .protocol import PROTOCOL_VERSION, ms_to_iso, utcnow_iso
+from .release_drift import WorkingTree
 from .run_state import RunState
 from .scheduler import Scheduler
 from .slot_runtime import EPS, SlotRuntime
@@ -33,8 +35,9 @@ class StatusReport:
                  registry: StrategyRegistry, scheduler: Scheduler, slots: dict[str, SlotRuntime],
                  run_state: RunState, halt: HaltController, control: ControlWatch, commands: CommandStream,
                  reloads: deque[dict[str, Any]], cycle_stats: CycleStats, changes: Changes,
-                 tick_ms: int, status_interval_ms: int) -> None:
+                 tick_ms: int, status_interval_ms: int, working_tree: WorkingTree | None = None) -> None:
         self.writer = writer
+        self._working_tree = working_tree  # drift: does strategies/ still hold what runs?
         self._clock = clock
         self._broker = broker
         self._ledger = ledger
@@ -74,7 +77,13 @@ class StatusReport:
         for name, v in sorted(registry.current.items()):
             prev = registry.previous.get(name)
             strategies[name] = {"version": v.number, "sha256": v.sha256, "loaded_at": v.loaded_at,
-                                "files": v.files, "previous": prev.describe() if prev else None}
+                                "files": v.files, "previous": prev.describe() if prev else None,
+                                "working_tree": self._working_tree.describe(v) if self._working_tree else None}
+            # A canary (the running one, else the last that ended) and a running shadow (kernel/canary.py, shadow.py).
+            canary = registry.canary.get(name) or registry.last_canary.get(name)
+            shadow = registry.shadow.get(name)
+            strategies[name]["canary"] = canary.describe() if canary is not None else None
+            strategies[name]["shadow"] = shadow.describe() if shadow is not None else None
         slots, unrealized_total, marked = self._slot_entries()
         ledger = self._ledger.summary()
         try:
@@ -92,7 +101,8 @@ class StatusReport:
             "state": self._run.state_name(halted=self._halt.engaged),
             "heartbeat_at": utcnow_iso(),
             "clock_at": ms_to_iso(now),
-            "speed": self._clock.speed,
+            # JSON has no infinity: an unbounded replay (--speed inf) reports null, never a float inf.
+            "speed": self._clock.speed if math.isfinite(self._clock.speed) else None,
             "tick": self._run.tick,
             "tick_ms": self._tick_ms,
             "pid": self.pid,
@@ -117,7 +127,9 @@ class StatusReport:
         unrealized_total = 0.0
         marked = 0.0
         scheduling = self._run.running and not self._halt.engaged
+        books = self._ledger.positions()  # round trips, dust: one read per status
         for s in self._slots.values():
+            book = books.get(s.id)
             unrealized = None
             if s.position_qty > EPS and s.last_price is not None and s.entry_price is not None:
                 unrealized = s.position_qty * (s.last_price - s.entry_price)
@@ -127,7 +139,7 @@ class StatusReport:
                 marked += s.position_qty * s.entry_price
             # The version its next cycle runs: the current one of the strategy it will run then
             # (a pending config's, if one waits); what its last cycle ran is reported beside it.
-            v = self._registry.current.get((s.pending_config or s.config).strategy)
+            v = self._registry.version_for((s.pending_config or s.config).strategy, s.id)  # a canary's on its slots
             nxt = self._scheduler.next_close(s.id) if scheduling else None
             slots.append({
                 "id": s.id, "symbol": s.config.symbol, "timeframe": s.config.timeframe,
@@ -135,11 +147,13 @@ class StatusReport:
                 "strategy_sha256": v.sha256 if v else None, "last_cycle_version": s.last_cycle_version,
                 "last_cycle_sha256": s.last_cycle_sha256, "state": s.state, "fault": s.fault,
                 "position": {"qty": s.position_qty, "entry_price": s.entry_price,
-                             "realized_pnl": s.realized_pnl},
+                             "realized_pnl": book.realized_pnl if book else s.realized_pnl,
+                             "trades": book.trades if book else 0, "wins": book.wins if book else 0},
                 "last_cycle_at": ms_to_iso(s.last_cycle_ms), "next_cycle_at": ms_to_iso(nxt),
                 "cycles": s.cycles, "missed_cycles": s.missed_cycles, "late_cycles": s.late_cycles,
                 "errors": s.errors, "last_price": s.last_price, "unrealized_pnl": unrealized,
                 "last_order": s.last_order,
+                "dust_qty": book.dust_qty if book else 0.0, "unsellable": book.unsellable if book else None,
                 "config": s.config.model_dump(mode="json"),
             })
         return slots, unrealized_total, marked

@@ -32,6 +32,9 @@ __all__ = ["Venue", "build_venue", "replay_span", "FEEDS", "BROKERS"]
 
 FEEDS = ("synthetic", "replay", "ccxt")
 BROKERS = ("paper", "ccxt")
+# The ccxt feed fetches up to this many series at once (one exchange instance each, one shared
+# rate limiter): the series of one close do not queue behind each other (docs/live-trading.md).
+FEED_IO_CLIENTS = 4
 
 log = logging.getLogger("kernel.venues")
 
@@ -94,12 +97,24 @@ def build_venue(
         raise OperationalError("the ccxt feed and broker need an exchange (--exchange binance, ...)")
     if broker_kind == "ccxt" and kind != "ccxt" and feed is None:
         raise OperationalError("real orders need real prices: the ccxt broker needs the ccxt feed")
+    exchange_url = getattr(options, "exchange_url", None)
     if sandbox and not uses_ccxt:
         raise OperationalError("--sandbox applies to the ccxt feed and broker only")
-    if kind == "ccxt" and options.speed != 1 and clock is None:
+    if exchange_url and not uses_ccxt:
+        raise OperationalError("--exchange-url applies to the ccxt feed and broker only")
+    # A test exchange (--exchange-url) may be run through faster than real time, over its past
+    # (--start): the feed still serves only candles closed by the exchange's clock.
+    if kind == "ccxt" and options.speed != 1 and clock is None and not exchange_url:
         raise OperationalError("the ccxt feed runs on the wall clock: --speed must be 1")
     if kind != "replay" and not math.isfinite(options.speed) and clock is None:
         raise OperationalError("an unlimited speed is for replays only")
+    costs = paper_costs(options)
+    if costs and broker_kind != "paper":
+        raise OperationalError("--fee-rate, --slippage-bps and --fill-price model the paper broker: "
+                               "a real exchange charges its own fees and fills at its own prices")
+    if costs.get("fill_price") == "next_open" and kind == "ccxt":
+        raise OperationalError("--fill-price next-open needs a feed that has the next candle (synthetic or "
+                               "replay); on the ccxt feed a paper order fills at the signal candle's close")
 
     venue = Venue(clock=clock, feed=feed, broker=broker)
     if uses_ccxt and (feed is None or broker is None):
@@ -119,15 +134,19 @@ def build_venue(
         else:
             from .feeds.ccxt_feed import CcxtFeed
 
-            venue.feed = CcxtFeed(venue.client)
+            venue.feed = CcxtFeed(venue.client, fetch_clients=venue.client.public_clones(FEED_IO_CLIENTS - 1),
+                                  cache_dir=state_dir / "ccxt-cache" / venue.client.id)
 
     if venue.broker is None:
         if broker_kind == "paper":
-            from .brokers.paper import PaperBroker
+            from .brokers.paper import BINANCE_SPOT_MARKETS, PaperBroker
             from .crash_points import paper_crash_hook
 
+            if costs.get("fill_price") == "next_open":
+                costs["next_open"] = next_open_lookup(venue.feed)
+            markets = BINANCE_SPOT_MARKETS if options.paper_markets == "binance" else None  # minimums, steps
             venue.broker = PaperBroker(state_dir / "paper-exchange.sqlite3", cash=options.cash,
-                                       crash_hook=paper_crash_hook())
+                                       crash_hook=paper_crash_hook(), markets=markets, **costs)
         else:
             from .brokers.ccxt_broker import CcxtBroker
 
@@ -152,6 +171,44 @@ def build_venue(
     return venue
 
 
+def paper_costs(options: "KernelOptions") -> dict[str, Any]:
+    """The cost model options given (docs/live-trading.md, "Cost models"), as PaperBroker
+    keywords; those not given keep the paper broker's defaults."""
+    out: dict[str, Any] = {}
+    for name in ("fee_rate", "slippage_bps", "fill_price"):
+        value = getattr(options, name, None)
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def next_open_lookup(feed: Any) -> Callable[[str, int], float | None]:
+    """``(symbol, at_ms) -> price``: the open of the feed's candle in progress at ``at_ms``,
+    on the symbol's finest timeframe (a replay's smallest file, 1m on the synthetic feed).
+    A cycle on time sends its order at its candle's close, so that is the next candle's
+    open. None when the feed has no such candle (the end of replay data)."""
+    from .feeds import timeframe_ms
+    from .protocol import TIMEFRAMES
+
+    def lookup(symbol: str, at_ms: int) -> float | None:
+        if hasattr(feed, "available"):
+            tfs = sorted({tf for sym, tf in feed.available() if sym == symbol}, key=timeframe_ms)
+        else:
+            tfs = [min(TIMEFRAMES, key=TIMEFRAMES.__getitem__)]
+        for tf in tfs:
+            step = timeframe_ms(tf)
+            open_ms = int(at_ms) // step * step
+            try:
+                rows = feed.candles(symbol, tf, open_ms + step, 1)
+            except Exception:  # noqa: BLE001 - a feed that cannot answer has no next open
+                continue
+            if rows and rows[-1].ts == open_ms:
+                return float(rows[-1].open)
+        return None
+
+    return lookup
+
+
 def _exchange_client(options: "KernelOptions", exchange_id: str, sandbox: bool, broker_kind: str):
     from .exchange_client import ExchangeClient, build_exchange
 
@@ -164,9 +221,11 @@ def _exchange_client(options: "KernelOptions", exchange_id: str, sandbox: bool, 
                 "or pass --secrets-file"
             )
         install_log_redaction(credentials)
-    exchange = build_exchange(exchange_id, credentials=credentials, sandbox=sandbox)
-    client = ExchangeClient(exchange, credentials=credentials, sandbox=sandbox)
-    log.info("exchange %s%s, keys %s", exchange_id, " (sandbox)" if sandbox else "",
+    url = getattr(options, "exchange_url", None)
+    exchange = build_exchange(exchange_id, credentials=credentials, sandbox=sandbox, api_url=url)
+    client = ExchangeClient(exchange, credentials=credentials, sandbox=sandbox,
+                            factory=lambda: build_exchange(exchange_id, sandbox=sandbox, api_url=url))
+    log.info("exchange %s%s, keys %s", exchange_id, " (sandbox)" if sandbox else f" at {url}" if url else "",
              credentials.describe()["source"] if credentials else "none (public data only)")
     return client, credentials
 

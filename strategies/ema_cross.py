@@ -18,7 +18,7 @@ from kernel.strategy_api import Context, Decision, Field, StrategyParams
 
 from .state import int_of, params_of
 
-from .indicators import bars_since, ema
+from .indicators import bars_since, ema, ema_warmup
 
 STATE_SCHEMA = 1
 
@@ -40,14 +40,18 @@ class Params(StrategyParams):
 
 
 def warmup(params: Params) -> int:
-    """Three slow periods, so that the seed of the slow EMA has faded."""
-    return 3 * params.slow
+    """Enough candles for the slow EMA on the previous bar (the cross compares two bars)
+    to equal its full-history value: its seed's weight is under 1e-8 by then
+    (docs/strategies.md, "Indicators"). 267 candles for slow=26."""
+    return ema_warmup(params.slow, extra=1)
 
 
 def evaluate(ctx: Context) -> Decision:
     p = params_of(ctx, Params)
     candles = ctx.candles
-    enough = len(candles) >= warmup(p)
+    # Fewer candles than the warm-up means the feed has no older ones (a replay's first
+    # bars): the window is then the full history. Signals need both EMAs on two bars.
+    enough = len(candles) >= p.slow + 1
 
     if ctx.position > 0:
         if not candles:

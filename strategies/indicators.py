@@ -19,6 +19,11 @@ Conventions (the usual ones, spelled out because they change the numbers):
   to and including ``i``.
 - ``atr(highs, lows, closes, n)`` is Wilder's average true range, first value at
   index ``n`` (the first candle has no previous close, so no true range).
+
+Warm-up (docs/strategies.md, "Indicators"): a recursive average computed over a window
+differs from the one computed over the full history only by its seed, whose weight after
+``k`` more bars is ``(1 - alpha) ** k``. :func:`settle_bars` is the ``k`` that brings that
+weight under :data:`SEED_WEIGHT`; the strategies' ``warmup`` adds it to the seed's own bars.
 """
 from __future__ import annotations
 
@@ -27,6 +32,11 @@ from collections import deque
 from typing import Sequence
 
 NAN = math.nan
+
+# The weight left to an EMA's (or Wilder average's) seed at the end of a warm-up. The
+# error against the full-history value is this weight times the seed's own deviation
+# (a few percent of the price for an EMA), so 1e-8 keeps it well under 1e-6 relative.
+SEED_WEIGHT = 1e-8
 
 
 def _check_period(period: int) -> int:
@@ -37,6 +47,38 @@ def _check_period(period: int) -> int:
 
 def is_nan(x: float) -> bool:
     return x != x  # noqa: PLR0124 - the NaN test that needs no import by callers
+
+
+def settle_bars(alpha: float, weight: float = SEED_WEIGHT) -> int:
+    """The fewest bars ``k`` with ``(1 - alpha) ** k <= weight``: after them, a recursive
+    average (EMA: ``alpha = 2/(n+1)``; Wilder: ``alpha = 1/n``) has forgotten its seed to
+    within ``weight``."""
+    if not 0.0 < alpha <= 1.0 or not 0.0 < weight < 1.0:
+        raise ValueError(f"need 0 < alpha <= 1 and 0 < weight < 1, not {alpha!r}, {weight!r}")
+    if alpha == 1.0:
+        return 1
+    k = math.ceil(math.log(weight) / math.log1p(-alpha))
+    while k > 1 and (1.0 - alpha) ** (k - 1) <= weight:  # guard against rounding up one too many
+        k -= 1
+    while (1.0 - alpha) ** k > weight:
+        k += 1
+    return k
+
+
+def ema_warmup(period: int, extra: int = 0) -> int:
+    """Candles for ``ema(values, period)[-1 - extra]`` to equal the full-history EMA to
+    within :data:`SEED_WEIGHT` of the seed's deviation: the seed's ``period`` candles, then
+    :func:`settle_bars`."""
+    _check_period(period)
+    return period + settle_bars(2.0 / (period + 1)) + extra
+
+
+def rsi_warmup(period: int, extra: int = 0) -> int:
+    """Candles for ``rsi(values, period)[-1 - extra]`` to equal the full-history RSI the
+    same way: ``period + 1`` candles for the seed's ``period`` changes, then the settling
+    of Wilder's averages (``alpha = 1/period``)."""
+    _check_period(period)
+    return period + 1 + settle_bars(1.0 / period) + extra
 
 
 def sma(values: Sequence[float], period: int) -> list[float]:

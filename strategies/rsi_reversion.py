@@ -14,7 +14,7 @@ from kernel.strategy_api import Context, Decision, Field, StrategyParams
 
 from .state import int_of, params_of
 
-from .indicators import bars_since, rsi
+from .indicators import bars_since, rsi, rsi_warmup
 
 STATE_SCHEMA = 1
 
@@ -36,14 +36,18 @@ class Params(StrategyParams):
 
 
 def warmup(params: Params) -> int:
-    """Wilder's smoothing needs a few periods to forget its seed."""
-    return 4 * params.period + 1
+    """Enough candles for Wilder's averages to forget their seed (weight under 1e-8), so
+    the RSI equals its full-history value (docs/strategies.md, "Indicators"). 264 candles
+    for period=14."""
+    return rsi_warmup(params.period)
 
 
 def evaluate(ctx: Context) -> Decision:
     p = params_of(ctx, Params)
     candles = ctx.candles
-    enough = len(candles) >= warmup(p)
+    # Fewer candles than the warm-up means the feed has no older ones (a replay's first
+    # bars): the window is then the full history. The RSI needs ``period`` changes.
+    enough = len(candles) >= p.period + 1
 
     if ctx.position > 0:
         if not candles:

@@ -20,7 +20,8 @@ from django.conf import settings
 from ipware import get_client_ip as ipware_client_ip
 
 
-def _address(raw: str | None) -> str | None:
+def clean_ip(raw: str | None) -> str | None:
+    """A well-formed IP address in canonical form, or None."""
     if not raw:
         return None
     try:
@@ -44,9 +45,9 @@ def peer_is_trusted_proxy(peer: str | None) -> bool:
 
 def client_ip(request) -> str | None:
     """The client's address as a string (None if the request has none that parses)."""
-    peer = _address(request.META.get("REMOTE_ADDR"))
+    peer = clean_ip(request.META.get("REMOTE_ADDR"))
     if not peer_is_trusted_proxy(peer):
         return peer
     forwarded, _routable = ipware_client_ip(request, proxy_order="left-most", proxy_count=0, strict=False,
                                             request_header_order=["HTTP_X_FORWARDED_FOR"])
-    return _address(forwarded) or peer
+    return clean_ip(forwarded) or peer

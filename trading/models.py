@@ -44,6 +44,8 @@ class Kernel(models.Model):
             ("engage_halt", "Can engage the emergency halt"),
             ("release_halt", "Can release a halt"),
             ("rollback_strategy", "Can roll a strategy back to its previous version"),
+            ("promote_strategy", "Can promote a canary or shadow version to every slot of a strategy"),
+            ("deploy_fleet", "Can reload a strategy on every kernel of the fleet at once"),
         ]
 
     def __str__(self) -> str:

@@ -4,10 +4,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone as dt_timezone
 from typing import Any
 
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import QuerySet
 from django.utils import timezone
 
-from .models import ApiToken, AuditEvent, ControlCommand, EquitySample, Fill, Kernel, Slot
+from .models import ApiToken, AuditEvent, ControlCommand, EquitySample, Kernel, Slot
+from .release_reads import fleet_strategies, kernel_releases, strategy_versions, version_diff
 from .services import NotFound
 
 __all__ = [
@@ -25,6 +26,10 @@ __all__ = [
     "token_list",
     "token_get",
     "kernel_dashboard",
+    "strategy_versions",
+    "version_diff",
+    "fleet_strategies",
+    "kernel_releases",
 ]
 
 
@@ -167,34 +172,39 @@ def _kernel_clock(kernel: Kernel) -> datetime | None:
         return None
 
 
-def _trade_stats(qs: QuerySet[Fill]) -> dict[str, Any]:
-    closing = qs.filter(side="sell", pnl__isnull=False)
-    agg = closing.aggregate(trades=Count("id"), wins=Count("id", filter=Q(pnl__gt=0)), realized=Sum("pnl"))
-    trades = agg["trades"] or 0
-    wins = agg["wins"] or 0
+def _trade_stats(figures: dict[str, Any] | None) -> dict[str, Any]:
+    """Trades, wins, win rate and realised P&L as the kernel reports them (status.json: a
+    slot's ``position`` or the ``ledger`` totals). One definition, the kernel's
+    (kernel.round_trips): a trade is a closed round trip, its P&L counts its entry and exit
+    fees; the console never re-derives them from fills."""
+    figures = figures or {}
+    trades = int(figures.get("trades") or 0)
+    wins = int(figures.get("wins") or 0)
     return {
         "trades": trades,
         "wins": wins,
         "win_rate": (wins / trades) if trades else None,
-        "realized_pnl": float(agg["realized"] or 0.0),
+        "realized_pnl": float(figures.get("realized_pnl") or 0.0),
     }
 
 
 def kernel_dashboard(*, kernel: Kernel, window: timedelta) -> dict:
-    """Per slot and in total over ``window``: trades (closing sells), wins, win rate, realized
-    P&L (sum of Fill.pnl), unrealized P&L (from the slot mirrors); the equity series for a
-    chart; recent commands and reloads.
+    """Per slot and in total: trades (closed round trips), wins, win rate and realized P&L as
+    the kernel's ledger counts them (kernel.round_trips, through the status.json mirror: since
+    the ledger began, whatever the window); unrealized P&L (from the slot mirrors); the equity
+    series over ``window`` for a chart; recent commands and reloads.
 
-    Fills are stamped with the kernel's clock (simulated at N× in the demo), so their window
-    ends at the kernel's clock (``until``); equity samples are stamped with wall time."""
+    ``until`` is the kernel's clock (simulated at N× in the demo) or now, whichever is later;
+    equity samples are stamped with wall time."""
     now = timezone.now()
     until = max(_kernel_clock(kernel) or now, now)
     since = until - window
-    fills = Fill.objects.filter(kernel=kernel, at__gte=since, at__lte=until)
+    status = kernel.status or {}
+    reported = {s.get("id"): s.get("position") for s in status.get("slots") or () if isinstance(s, dict)}
     slots = list(slot_list(kernel))
     per_slot = []
     for slot in slots:
-        stats = _trade_stats(fills.filter(slot_id=slot.slot_id))
+        stats = _trade_stats(reported.get(slot.slot_id))
         per_slot.append({
             "slot": slot,
             "slot_id": slot.slot_id,
@@ -206,7 +216,7 @@ def kernel_dashboard(*, kernel: Kernel, window: timedelta) -> dict:
             "unrealized_pnl": slot.unrealized_pnl or 0.0,
             **stats,
         })
-    total = _trade_stats(fills)
+    total = _trade_stats(status.get("ledger"))
     total["unrealized_pnl"] = float(sum(s["unrealized_pnl"] for s in per_slot))
     equity = [
         {"at": e.at, "equity": e.equity, "cash": e.cash, "realized_pnl": e.realized_pnl,

@@ -11,6 +11,7 @@ within the deadline, after looking the order up by its client id),
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Literal
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "OrderRequest",
     "Fill",
     "BrokerOrder",
+    "MarketRules",
     "Broker",
     "split_symbol",
 ]
@@ -47,7 +49,11 @@ class OrderRequest:
 
 @dataclass(frozen=True)
 class Fill:
-    """One execution (a trade) of an order. ``fee`` is in ``fee_currency``."""
+    """One execution (a trade) of an order. ``fee`` is in ``fee_currency`` (the quote).
+
+    A fee the exchange charged in another currency (the base, BNB...) is converted to the
+    quote for ``fee``; what was charged is kept in ``charged_fee`` ``charged_currency``,
+    with the rate used (quote per unit of ``charged_currency``) in ``fee_rate_used``."""
 
     fill_id: str
     client_order_id: str
@@ -58,6 +64,43 @@ class Fill:
     fee: float
     fee_currency: str
     ts_ms: int
+    charged_fee: float | None = None
+    charged_currency: str | None = None
+    fee_rate_used: float | None = None
+
+
+@dataclass(frozen=True)
+class MarketRules:
+    """A market's order minimums and precision (ccxt ``load_markets``: ``limits.amount.min``,
+    ``limits.cost.min``, ``precision.amount`` as a step). 0: no such rule."""
+
+    amount_min: float = 0.0
+    amount_step: float = 0.0
+    cost_min: float = 0.0
+
+    def round_qty(self, qty: float) -> float:
+        """``qty`` down to the amount step (a hair of float noise is forgiven)."""
+        if self.amount_step <= 0:
+            return qty
+        step = Decimal(repr(float(self.amount_step)))
+        steps = int(Decimal(repr(float(qty))) / step + Decimal("1e-9"))  # as printed: 0.000125 / 1e-5 is 12.5
+        return float(steps * step)
+
+    def refusal(self, qty: float, price: float) -> str | None:
+        """Why an order of ``qty`` at ``price`` would be refused by the market, or None."""
+        if qty <= 0:
+            return "below the market's amount step: nothing to order"
+        if self.amount_min and qty < self.amount_min * (1 - 1e-9):
+            return f"amount {qty:.10g} below the market's minimum {self.amount_min:.10g}"
+        if self.cost_min and price > 0 and qty * price < self.cost_min * (1 - 1e-9):
+            return f"value {qty * price:.8g} below the market's minimum order value {self.cost_min:.8g}"
+        return None
+
+    def dust_qty(self, price: float | None = None) -> float:
+        """The largest quantity no order can be made of: the amount minimum or step, and (at
+        ``price``) what the cost minimum allows."""
+        by_cost = self.cost_min / price if (self.cost_min and price) else 0.0
+        return max(self.amount_min, self.amount_step, by_cost)
 
 
 @dataclass(frozen=True)
@@ -132,10 +175,16 @@ class Broker:
         """Called once per tick: proof that the tick loop lives (the ccxt broker's dead
         man's switch). Default: nothing to do."""
 
+    def market_rules(self, symbol: str) -> MarketRules:
+        """The minimums and precision of ``symbol``'s market, checked before an order is sent.
+        Default: none (every quantity is accepted)."""
+        return MarketRules()
+
     def dust_qty(self, symbol: str) -> float:
         """The smallest quantity an order of ``symbol`` may have: a position below it is
-        unsellable dust, which the kernel counts as flat. Default 0: no dust rule."""
-        return 0.0
+        unsellable dust, which the kernel counts as flat. Default: from :meth:`market_rules`."""
+        rules = self.market_rules(symbol)
+        return max(rules.amount_min, rules.amount_step)
 
     def cached_balances(self) -> dict[str, float]:
         """Balances for status.json, which is built on the tick thread: a remote broker

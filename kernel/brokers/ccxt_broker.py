@@ -15,12 +15,18 @@ Placing an order is idempotent by its client id:
   at once, never retried; bad keys are ``AuthenticationFailed``.
 
 Fills come from the order's trades (Binance returns them with a market order's
-acknowledgement) or, when the order structure has none, from ``fetch_order_trades``.
-A fill's id is ``<exchange order id>:<trade id>`` (trade ids are unique per market
-only). A fee paid in the base currency is taken off the fill's quantity (that is
-what the account holds) and reported in quote at the fill price, so positions match
-balances and P&L includes the fee; a fee in a third currency (BNB...) is reported
-as 0 in quote and logged: the ledger cannot price it.
+acknowledgement) or, when the order structure has none, from ``fetch_order_trades``
+(``fetch_my_trades`` of the order's market where that is what the exchange has). An
+order final with a filled quantity whose trades are not published yet comes back
+without fills: the kernel keeps it "final, trades pending" and fetches it again until
+they are (kernel.order_sync); only an exchange that offers neither call gets one
+aggregate fill (fee unknown: 0). A fill's id is ``<exchange order id>:<trade id>``
+(trade ids are unique per market only). A fee paid in the base currency is taken off
+the fill's quantity (that is what the account holds) and reported in quote at the fill
+price, so positions match balances and P&L includes the fee; a fee in a third currency
+(BNB...) is converted to the quote at that currency's last price on the exchange
+(``fetch_ticker("BNB/USDT")``, cached a minute), the charge and the rate used kept on
+the fill (``charged_fee``, ``charged_currency``, ``fee_rate_used``).
 
 Where the exchange offers a dead man's switch (ccxt ``cancelAllOrdersAfter``; older
 ccxt versions call the capability ``cancelAllAfter``), :meth:`CcxtBroker.on_tick`
@@ -33,7 +39,7 @@ import threading
 import time
 from typing import Any
 
-from kernel.brokers import Broker, BrokerOrder, Fill, OrderRequest, split_symbol
+from kernel.brokers import Broker, BrokerOrder, Fill, MarketRules, OrderRequest, split_symbol
 from kernel.brokers.dead_man_switch import DeadManSwitch
 from kernel.errors import AuthenticationFailed, OrderNotFound, OrderRejected, TemporaryError
 from kernel.exchange_client import DuplicateClientOrderId, ExchangeClient
@@ -68,6 +74,7 @@ class CcxtBroker(Broker):
         self._symbols: dict[str, str] = {}  # client order id -> symbol, for lookups without one
         self._symbols_lock = threading.Lock()
         self._warned_fee: set[str] = set()
+        self._fee_rates: dict[str, tuple[float, float]] = {}  # currency -> (quote per unit, when)
         self.dead_man_switch: DeadManSwitch | None = None
         if dead_man_switch and (client.has("cancelAllOrdersAfter") or client.has("cancelAllAfter")):
             self.dead_man_switch = DeadManSwitch(client, timeout_s=dms_timeout_s, refresh_s=dms_refresh_s)
@@ -190,23 +197,26 @@ class CcxtBroker(Broker):
             threading.Thread(target=refresh, name="balances", daemon=True).start()
         return dict(self._balances or {})
 
-    def dust_qty(self, symbol: str) -> float:
-        """The smallest quantity the exchange accepts in an order of ``symbol`` (lot step or
-        minimum, the larger): a position below it cannot be sold (fees paid in the base
-        currency leave such dust), so the kernel counts it as flat. 0 when unknown."""
+    def market_rules(self, symbol: str) -> MarketRules:
+        """The market's minimums and amount step from ``load_markets`` (``limits.amount.min``,
+        ``limits.cost.min``, ``precision.amount``): checked before an order is sent; a position
+        below them cannot be sold (fees paid in the base currency leave such dust), so the
+        kernel counts it as flat. No rules when the market is unknown."""
         try:
             if not self.client.exchange.markets:
                 self.client.call("load_markets", budget_s=self.retry_budget_s)
             market = self.client.exchange.market(symbol)
-        except Exception:  # noqa: BLE001 - no market data: no dust rule, the order will say
-            return 0.0
+        except Exception:  # noqa: BLE001 - no market data: no rules, the exchange will say
+            return MarketRules()
         from ccxt.base.decimal_to_precision import TICK_SIZE
 
         step = (market.get("precision") or {}).get("amount")
         if step is not None and self.client.exchange.precisionMode != TICK_SIZE:
             step = 10.0 ** -float(step)  # DECIMAL_PLACES / SIGNIFICANT_DIGITS: a number of digits
-        minimum = ((market.get("limits") or {}).get("amount") or {}).get("min")
-        return float(max(step or 0.0, minimum or 0.0))
+        limits = market.get("limits") or {}
+        return MarketRules(amount_min=float(((limits.get("amount") or {}).get("min")) or 0.0),
+                           amount_step=float(step or 0.0),
+                           cost_min=float(((limits.get("cost") or {}).get("min")) or 0.0))
 
     def mark_price(self, symbol: str, price: float, now_ms: int) -> list[Fill]:
         return []  # the exchange matches orders itself; fills are seen by fetching orders
@@ -288,21 +298,46 @@ class CcxtBroker(Broker):
         return order
 
     def _trades_for(self, order: BrokerOrder, deadline: float) -> BrokerOrder:
-        if not self.client.has("fetchOrderTrades"):
+        """The order with its trades as fills; without fills while the exchange has not
+        published its trades yet (the kernel looks again: "trades pending")."""
+        if self.client.has("fetchOrderTrades"):
+            call: tuple = ("fetch_order_trades", order.broker_order_id, order.symbol)
+        elif self.client.has("fetchMyTrades"):
+            call = ("fetch_my_trades", order.symbol, order.created_ms - 1000)
+        else:
             return self._aggregate_fill(order)
         attempt = 0
         while True:
             try:
-                trades = self.client.call_once("fetch_order_trades", order.broker_order_id, order.symbol)
+                trades = self.client.call_once(*call)
                 break
             except TemporaryError as exc:
                 attempt += 1
                 self.client.wait_before_retry(attempt, exc, deadline)
+        trades = [t for t in trades or () if str(t.get("order") or order.broker_order_id) == order.broker_order_id]
         fills = self._fills(trades, order.client_order_id, order.symbol, order.side, order.broker_order_id,
                             order.created_ms)
         if not fills:
-            return self._aggregate_fill(order)
+            log.info("%s: order %s is %s but its trades are not published yet", self.name,
+                     order.client_order_id, order.status)
+            return order
         return _replace(order, fills=fills)
+
+    def _fee_rate(self, currency: str, quote: str) -> float | None:
+        """Quote per unit of ``currency`` (its last price on the exchange, cached a minute), or None."""
+        cached = self._fee_rates.get(currency)
+        if cached is not None and time.monotonic() - cached[1] < 60.0:
+            return cached[0]
+        try:
+            ticker = self.client.call("fetch_ticker", f"{currency}/{quote}", budget_s=self.retry_budget_s)
+            rate = float(ticker.get("last") or ticker.get("close") or 0.0)
+        except Exception as exc:  # noqa: BLE001 - no price: the fee cannot be converted
+            log.warning("%s: no %s/%s price to convert a fee: %s", self.name, currency, quote, exc)
+            return None
+        if rate <= 0:
+            return None
+        self._fee_rates[currency] = (rate, time.monotonic())
+        return rate
 
     def _aggregate_fill(self, order: BrokerOrder) -> BrokerOrder:
         """No trade ids to be had: one fill for the whole order, only once it is final
@@ -361,21 +396,27 @@ class CcxtBroker(Broker):
             if qty <= 0 or price <= 0:
                 continue
             fee_quote = 0.0
+            charged, charged_cur, rate_used = 0.0, quote, 1.0
             for fee in t.get("fees") or ([t["fee"]] if t.get("fee") else []):
                 cost = float(fee.get("cost") or 0.0)
                 cur = fee.get("currency")
                 if not cost:
                     continue
                 if cur == quote:
-                    fee_quote += cost
+                    rate = 1.0
                 elif cur == base:
                     qty -= cost  # the account received qty - fee
-                    fee_quote += cost * price
+                    rate = price
                 else:
-                    if cur not in self._warned_fee:
-                        self._warned_fee.add(str(cur))
-                        log.warning("%s: fees paid in %s are not counted in the ledger (no price for them)",
-                                    self.name, cur)
+                    rate = self._fee_rate(str(cur), quote)
+                    if rate is None:
+                        if cur not in self._warned_fee:
+                            self._warned_fee.add(str(cur))
+                            log.warning("%s: fees paid in %s are not counted in the ledger (no price for them)",
+                                        self.name, cur)
+                        rate = 0.0
+                fee_quote += cost * rate
+                charged, charged_cur, rate_used = cost, str(cur), rate
             fills.append(Fill(
                 fill_id=f"{order_id}:{trade_id}",
                 client_order_id=cid,
@@ -386,6 +427,9 @@ class CcxtBroker(Broker):
                 fee=fee_quote,
                 fee_currency=quote,
                 ts_ms=int(t.get("timestamp") or created_ms),
+                charged_fee=charged,
+                charged_currency=charged_cur,
+                fee_rate_used=rate_used,
             ))
         return tuple(fills)
 

@@ -8,16 +8,24 @@ or none of it.
 
 Rules (spot, long only):
 
-- market orders fill at once and fully at ``ref_price`` moved against the taker
-  by ``slippage_bps``; the fee is ``fee_rate`` x notional, in the quote currency;
+- market orders fill at once and fully at ``ref_price`` (``fill_price="close"``: the signal
+  candle's close) or at ``next_open(symbol, now_ms)`` (``fill_price="next_open"``: the next
+  candle's open; rejected when there is none) moved against the taker by
+  ``slippage_bps``; the fee is ``fee_rate`` x notional, in the quote currency;
 - limit orders rest (``open``) and reserve what they need (quote for a buy,
   notional + fee; base for a sell) until :meth:`PaperBroker.mark_price` crosses
   them (buy: price <= limit, sell: price >= limit); they fill at the limit price;
+- with a markets table (``markets``: symbol -> :class:`kernel.brokers.MarketRules`, e.g.
+  :data:`BINANCE_SPOT_MARKETS`) an order below the market's amount or value minimum, or off
+  its amount step, is ``OrderRejected`` as the exchange would; without one every quantity
+  is accepted;
 - a buy needs free quote >= notional + fee, a sell needs free base >= qty, else
   ``OrderRejected`` and nothing changes. A sell that exceeds the free base by
   float noise only (<= 1e-9 relative) sells the free base instead;
-- broker ids are ``P<n>`` and fill ids ``P<n>-F<k>``, from counters that live in
-  the file; placing a client id that exists returns the stored order unchanged.
+- broker ids are ``P-<client order id>`` and fill ids ``P-<client order id>-F<k>``: derived
+  from the kernel's (deterministic) client id, never from a counter, so two replays give the
+  same ids whatever order their workers reach the exchange in; placing a client id that
+  exists returns the stored order unchanged.
 
 Balances are kept as exact decimals (TEXT) so that repeated fills never drift
 from the sum of the fills they come from; the interface speaks floats.
@@ -33,10 +41,18 @@ from decimal import Decimal, localcontext
 from pathlib import Path
 from typing import Callable, Iterator
 
-from kernel.brokers import Broker, BrokerOrder, Fill, OrderRequest, split_symbol
+from kernel.brokers import Broker, BrokerOrder, Fill, MarketRules, OrderRequest, split_symbol
 from kernel.errors import OperationalError, OrderNotFound, OrderRejected, TemporaryError
 
-__all__ = ["PaperBroker", "SCHEMA_VERSION"]
+__all__ = ["PaperBroker", "SCHEMA_VERSION", "BINANCE_SPOT_MARKETS"]
+
+# Binance spot's LOT_SIZE (step, minimum) and NOTIONAL minimum for the pairs the kernel trades
+# (GET /api/v3/exchangeInfo, as recorded in tests/fixtures/ccxt/binance/exchangeInfo.json).
+BINANCE_SPOT_MARKETS: dict[str, MarketRules] = {
+    f"{base}/USDT": MarketRules(amount_min=step, amount_step=step, cost_min=5.0)
+    for base, step in (("BTC", 1e-5), ("ETH", 1e-4), ("SOL", 1e-3), ("XRP", 0.1), ("ADA", 0.1), ("DOGE", 1.0),
+                       ("AVAX", 0.01), ("LINK", 0.01))
+}
 
 SCHEMA_VERSION = 1
 _OPEN = ("open", "partially_filled")
@@ -124,7 +140,10 @@ class PaperBroker(Broker):
         quote: str = "USDT",
         fee_rate: float = 0.001,
         slippage_bps: float = 5.0,
+        fill_price: str = "close",
+        next_open: Callable[[str, int], float | None] | None = None,
         crash_hook: Callable[[str], None] | None = None,
+        markets: dict[str, MarketRules] | None = None,
     ) -> None:
         if not isinstance(quote, str) or not quote or "/" in quote:
             raise OperationalError(f"paper broker: bad quote currency {quote!r}")
@@ -139,7 +158,13 @@ class PaperBroker(Broker):
         self.quote = quote
         self.fee_rate = fee_f
         self.slippage_bps = slip_f
+        if fill_price not in ("close", "next_open") or (fill_price == "next_open" and next_open is None):
+            raise OperationalError(f"paper broker: fill_price must be 'close' or 'next_open' (with a next_open "
+                                   f"lookup), not {fill_price!r}")
+        self.fill_price = fill_price
+        self._next_open = next_open
         self._crash_hook = crash_hook
+        self.markets = dict(markets or {})
         self._lock = threading.Lock()
         # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE ... COMMIT).
         self._conn: sqlite3.Connection | None = sqlite3.connect(
@@ -237,6 +262,9 @@ class PaperBroker(Broker):
                     fills.append(self._fill(c, row, limit, now_ms))
         return fills
 
+    def market_rules(self, symbol: str) -> MarketRules:
+        return self.markets.get(symbol, MarketRules())
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None:
@@ -322,6 +350,10 @@ class PaperBroker(Broker):
             if req.limit_price is not None:
                 raise OrderRejected("invalid order: a market order takes no limit_price")
             ref = _real(ref_price)
+            if self.fill_price == "next_open" and self._next_open is not None:
+                ref = _real(self._next_open(req.symbol, now_ms))
+                if ref is None or ref <= 0:
+                    raise OrderRejected(f"no next candle of {req.symbol} after {now_ms} to fill at (--fill-price next-open)")
             if ref is None or ref <= 0:
                 raise OrderRejected(f"invalid order: ref_price must be a finite number > 0, not {ref_price!r}")
             limit = None
@@ -335,6 +367,13 @@ class PaperBroker(Broker):
         else:  # slippage always goes against the taker
             slip = self.slippage_bps / 1e4
             price = ref * (1 + slip) if side == "buy" else ref * (1 - slip)
+        rules = self.markets.get(req.symbol)
+        if rules is not None:
+            refusal = rules.refusal(qty, price)
+            if refusal is None and rules.round_qty(qty) < qty * (1 - 1e-9):
+                refusal = f"amount {qty:.10g} is not a multiple of the market's step {rules.amount_step:.10g}"
+            if refusal is not None:
+                raise OrderRejected(f"invalid order: {refusal}")
 
         # What the order needs, checked against what is free (total minus open orders' reservations).
         if side == "buy":
@@ -363,7 +402,7 @@ class PaperBroker(Broker):
                    limit_price, status, filled_qty, avg_price, fee_rate, reserved_currency, reserved,
                    created_ms, updated_ms)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'open', 0.0, NULL, ?, ?, ?, ?, ?)""",
-            (seq, req.client_order_id, f"P{seq}", req.symbol, side, otype, qty, limit, self.fee_rate,
+            (seq, req.client_order_id, f"P-{req.client_order_id}", req.symbol, side, otype, qty, limit, self.fee_rate,
              reserved_currency, str(reserved), now_ms, now_ms),
         )
         row = self._order_row(c, req.client_order_id)

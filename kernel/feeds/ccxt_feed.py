@@ -17,16 +17,30 @@ as the judge of time:
 A small cache per (symbol, timeframe) keeps the candles fetched so far and the range
 they cover, so the 16 slots of 8 symbols cost one request per (symbol, timeframe) and
 candle close, and a new close fetches only the candles after the cached ones.
-Concurrent identical requests wait for one fetch. All requests go through the kernel's
-:class:`~kernel.exchange_client.ExchangeClient` (one lock, ccxt's rate limiter).
+Concurrent identical requests wait for one fetch. Requests go through the kernel's
+:class:`~kernel.exchange_client.ExchangeClient` and, given ``fetch_clients`` (its
+``public_clones``: one exchange instance each, one shared rate limiter), through those
+too: the series of one close, asked by the cycles' workers at once, are fetched
+concurrently, ``1 + len(fetch_clients)`` at a time, within the exchange's rate limit.
+
+Given a ``cache_dir`` (the kernel's: ``<state dir>/ccxt-cache/<exchange>``), each
+series' cache and the exchange's markets are kept there (atomic replacement; a file that
+does not read back whole is ignored), so a restart fetches only the candles closed since,
+and loads markets again only when the saved ones are older than ``markets_max_age_s``.
 """
 from __future__ import annotations
 
 import bisect
+import json
+import logging
+import math
+import queue
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
 
 from kernel.errors import KernelError
 from kernel.exchange_client import ExchangeClient
@@ -36,6 +50,10 @@ from kernel.strategy_api import Candle
 __all__ = ["CcxtFeed"]
 
 PAGE = 500  # candles per request: every exchange we know serves at least this many
+CACHE_VERSION = 1
+MAX_CACHE_FILE = 64 * 1024 * 1024  # bytes: a bigger file is not ours
+
+log = logging.getLogger("kernel.feeds.ccxt")
 
 
 @dataclass
@@ -61,8 +79,27 @@ class CcxtFeed:
         wall_ms: Callable[[], int] | None = None,
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
+        fetch_clients: Sequence[ExchangeClient] = (),
+        cache_dir: Path | None = None,
+        markets_max_age_s: float = 86_400.0,
     ) -> None:
         self.client = client
+        self._io: queue.Queue[ExchangeClient] = queue.Queue()
+        for c in (client, *fetch_clients):
+            self._io.put(c)
+        self._clones = tuple(fetch_clients)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.markets_max_age_s = float(markets_max_age_s)
+        self._markets_ready = False
+        self._markets_lock = threading.Lock()
+        self.markets_source: str | None = None  # "saved" or "exchange", once known
+        self.cache_writes = 0
+        # Series to save, written by one writer thread off the cycles' path (latest snapshot wins).
+        self._dirty: dict[tuple[str, str], tuple[int, int, list[Candle]]] = {}
+        self._dirty_cv = threading.Condition()
+        self._writing = False
+        self._writer: threading.Thread | None = None
+        self._restore_markets()  # before anyone (the broker's reconciliation) asks the exchange
         self.close_grace_ms = int(close_grace_ms)
         self.max_wait_ms = int(max_wait_ms)
         self.refetch_ms = int(refetch_ms)
@@ -143,7 +180,8 @@ class CcxtFeed:
     def stats(self) -> dict[str, int]:
         with self._lock:
             return {"series": len(self._series), "fetches": self.fetches,
-                    "candles": sum(len(s.ts) for s in self._series.values())}
+                    "candles": sum(len(s.ts) for s in self._series.values()),
+                    "io_clients": 1 + len(self._clones), "cache_writes": self.cache_writes}
 
     def clear_cache(self) -> None:
         with self._lock:
@@ -160,7 +198,7 @@ class CcxtFeed:
         with self._lock:
             series = self._series.get(key)
             if series is None:
-                series = self._series[key] = _Series()
+                series = self._series[key] = self._load_series(symbol, timeframe) or _Series()
             return series
 
     def _covers(self, s: _Series, first_open: int, last_open: int) -> bool:
@@ -184,9 +222,11 @@ class CcxtFeed:
         newest_closed = self._last_closed_open(tf)
         got: dict[int, Candle] = {}
         cursor = since
+        self._ensure_markets()
         while cursor <= last_open:
             n = min(PAGE, (last_open - cursor) // tf + 1)
-            rows = self.client.call("fetch_ohlcv", symbol, timeframe, cursor, n)
+            with self._io_client() as io:
+                rows = io.call("fetch_ohlcv", symbol, timeframe, cursor, n)
             with self._lock:
                 self.fetches += 1
             page_last = None
@@ -221,3 +261,152 @@ class CcxtFeed:
         elif s.covered_to is None or s.covered_to < since - tf:
             s.covered_to = since - tf
         s.last_try = (last_open, self._monotonic())
+        if got:
+            self._save_series(symbol, timeframe, s)
+
+    # -- I/O clients, markets and the cache in the state dir -----------------------
+
+    @contextmanager
+    def _io_client(self) -> Iterator[ExchangeClient]:
+        """One exchange instance to myself for one request (the others may be in use by
+        other workers: their requests run concurrently, paced by the shared limiter)."""
+        io = self._io.get()
+        try:
+            yield io
+        finally:
+            self._io.put(io)
+
+    def _restore_markets(self) -> None:
+        """The saved markets, when fresh, on every instance: no request to load them."""
+        saved = self._read_json("markets.json")
+        if not (isinstance(saved, dict) and saved.get("v") == CACHE_VERSION and saved.get("exchange") == self.client.id
+                and saved.get("sandbox") == bool(self.client.sandbox)
+                and isinstance(saved.get("markets"), dict) and saved["markets"]):
+            return
+        age_s = time.time() - float(saved.get("saved_s", 0))
+        if not 0 <= age_s < self.markets_max_age_s:
+            return
+        try:
+            for c in (self.client, *self._clones):
+                c.use_markets(saved["markets"])
+        except Exception as exc:  # noqa: BLE001 - a saved file ccxt cannot read: load them again
+            log.warning("saved markets of %s unusable (%s): they will be loaded", self.client.id, exc)
+            return
+        self.markets_source = "saved"
+        log.info("markets of %s from the state dir (saved %.0f s ago)", self.client.id, age_s)
+
+    def _ensure_markets(self) -> None:
+        """Markets on every instance before the first request: the restored ones, those the
+        main client has loaded already (the broker's), or loaded once now; saved when they
+        came from the exchange. A failure is retried at the next fetch."""
+        if self._markets_ready:
+            return
+        with self._markets_lock:
+            if self._markets_ready:
+                return
+            if self.markets_source != "saved":
+                markets = self.client.exchange.markets or self.client.call("load_markets")
+                for c in self._clones:
+                    c.use_markets(markets)
+                self.markets_source = "exchange"
+                self._write_json("markets.json", {"v": CACHE_VERSION, "exchange": self.client.id,
+                                                  "sandbox": bool(self.client.sandbox), "saved_s": time.time(),
+                                                  "markets": markets})
+            self._markets_ready = True
+
+    def _series_file(self, symbol: str, timeframe: str) -> str:
+        safe = "".join(ch if ch.isalnum() else "_" for ch in symbol)
+        return f"candles-{safe}-{timeframe}.json"
+
+    def _load_series(self, symbol: str, timeframe: str) -> _Series | None:
+        data = self._read_json(self._series_file(symbol, timeframe))
+        if data is None:
+            return None
+        try:
+            tf = timeframe_ms(timeframe)
+            if (data["v"], data["exchange"], data["symbol"], data["timeframe"]) != (
+                    CACHE_VERSION, self.client.id, symbol, timeframe):
+                raise ValueError("another series")
+            candles = [Candle(int(r[0]), *(float(x) for x in r[1:6])) for r in data["candles"]]
+            ts = [c.ts for c in candles]
+            lo, hi = int(data["covered_from"]), int(data["covered_to"])
+            if (any(t % tf for t in ts) or any(b <= a for a, b in zip(ts, ts[1:])) or lo % tf or hi % tf
+                    or (ts and (ts[0] < lo or ts[-1] > hi))
+                    or not all(math.isfinite(x) for c in candles for x in (c.open, c.high, c.low, c.close))):
+                raise ValueError("inconsistent")
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            log.warning("ccxt cache of %s %s ignored: %s", symbol, timeframe, exc)
+            return None
+        return _Series(ts=ts, candles=candles, covered_from=lo, covered_to=hi)
+
+    def _save_series(self, symbol: str, timeframe: str, s: _Series) -> None:
+        """Queue the series for the writer thread (its lists are replaced, never mutated, so
+        the references are a consistent snapshot)."""
+        if self.cache_dir is None or s.covered_from is None or s.covered_to is None:
+            return
+        with self._dirty_cv:
+            self._dirty[(symbol, timeframe)] = (s.covered_from, s.covered_to, s.candles)
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_loop, name="ccxt-cache-writer", daemon=True)
+                self._writer.start()
+            self._dirty_cv.notify_all()
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._dirty_cv:
+                while not self._dirty:
+                    self._dirty_cv.wait()
+                batch, self._dirty = self._dirty, {}
+                self._writing = True
+            try:
+                for (symbol, timeframe), (lo, hi, candles) in batch.items():
+                    self._write_json(self._series_file(symbol, timeframe), {
+                        "v": CACHE_VERSION, "exchange": self.client.id, "symbol": symbol, "timeframe": timeframe,
+                        "covered_from": lo, "covered_to": hi,
+                        "candles": [[c.ts, c.open, c.high, c.low, c.close, c.volume] for c in candles]})
+            finally:
+                with self._dirty_cv:
+                    self._writing = False
+                    self._dirty_cv.notify_all()
+
+    def flush_cache(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued series is written; False if that took over ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with self._dirty_cv:
+            while self._dirty or self._writing:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._dirty_cv.wait(left)
+        return True
+
+    def _read_json(self, name: str) -> Any:
+        if self.cache_dir is None:
+            return None
+        from kernel.safe_files import read_regular
+
+        try:
+            raw, _ = read_regular(self.cache_dir / name, limit=MAX_CACHE_FILE)
+            if len(raw) > MAX_CACHE_FILE:
+                raise ValueError("too large")
+            return json.loads(raw)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:  # torn, foreign, a symlink: not used, replaced at the next write
+            log.warning("ccxt cache file %s ignored: %s", self.cache_dir / name, exc)
+            return None
+
+    def _write_json(self, name: str, data: Any) -> None:
+        """Replace the file atomically (no fsync: a cache; a file torn by a power cut does not
+        read back and is ignored). A failure to write costs only a fetch after a restart."""
+        if self.cache_dir is None:
+            return
+        from kernel.safe_files import atomic_write_bytes
+
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self.cache_dir / name, json.dumps(data, separators=(",", ":")).encode(), fsync=False)
+            with self._lock:
+                self.cache_writes += 1
+        except (OSError, TypeError, ValueError) as exc:
+            log.warning("ccxt cache file %s not written: %s", self.cache_dir / name, exc)

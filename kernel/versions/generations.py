@@ -42,6 +42,7 @@ class Generation:
         self.package = package
         self.folder = folder
         self.files: dict[str, str] = {}  # file name -> sha256 of the text compiled
+        self.sources: dict[str, bytes] = {}  # file name -> the very bytes compiled (the release store keeps them)
         self.modules: list[types.ModuleType] = []
         self.opt_ins: dict[str, dict[str, dict[str, str]]] = {}  # file name -> its ALLOW_* declarations
 
@@ -81,6 +82,7 @@ class _GenerationFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         file = Path(module.__spec__.origin)
         raw = read_strategy_file(gen.folder, file.name)
         gen.files[file.name] = hashlib.sha256(raw).hexdigest()
+        gen.sources[file.name] = raw
         source = raw.decode("utf-8")
         tree = ast.parse(source, filename=str(file))
         gen.opt_ins[file.name] = check_source(tree, file.name)

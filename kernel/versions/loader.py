@@ -42,17 +42,22 @@ class StrategyLoader:
                 out.append(p.stem)
         return sorted(out)
 
-    def load(self, name: str, number: int) -> StrategyVersion:
+    def load(self, name: str, number: int, *, folder: Path | None = None) -> StrategyVersion:
         """Import ``name`` as a fresh generation and check its interface. Raises
-        ReloadFailed (with .stage) and leaves nothing behind on failure."""
+        ReloadFailed (with .stage) and leaves nothing behind on failure.
+
+        ``folder``: another folder of sources to compile from instead of the strategies
+        folder (a release store entry, kernel/release_store.py), under the very same rules:
+        regular files only, the import allowlist, the statelessness checks."""
         if not STRATEGY_RE.match(name):
             raise ReloadFailed("name", f"{name!r} is not a strategy name (a-z, 0-9, _)")
-        kind = strategy_file_kind(self.folder / f"{name}.py")
+        folder = Path(folder) if folder is not None else self.folder
+        kind = strategy_file_kind(folder / f"{name}.py")
         if kind == "missing":
-            raise ReloadFailed("name", f"no strategy {name!r} in {self.folder}")
+            raise ReloadFailed("name", f"no strategy {name!r} in {folder}")
         if kind != "file":
-            raise not_regular(self.folder, f"{name}.py", kind)
-        gen = generation_open(folder=self.folder)
+            raise not_regular(folder, f"{name}.py", kind)
+        gen = generation_open(folder=folder)
         package = gen.package
         try:
             try:
@@ -104,4 +109,5 @@ class StrategyLoader:
             state_schema=schema,
             migrate_state=migrate,
             opt_ins={f: d for f, d in gen.opt_ins.items() if d},
+            sources=dict(gen.sources),
         )

@@ -31,6 +31,7 @@ class StrategyVersion:
     tainted: str | None = None  # set once a cycle saw its state change
     changed_at: str | None = None  # where state changed first (e.g. "alpha.Counter"), once it did
     opt_ins: dict[str, dict[str, str]] = field(default_factory=dict)  # file -> ALLOW_* declarations
+    sources: dict[str, bytes] = field(default_factory=dict)  # file -> the bytes compiled (for the release store)
 
     def set_baseline(self) -> None:
         """Take the state every later cycle is compared with: everything the version's modules

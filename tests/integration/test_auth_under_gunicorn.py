@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,14 +14,10 @@ import redis
 import requests
 
 from tests.integration.celery_cluster import RedisServer
-from tests.support.checkout import REPO
-from tests.support.ports import free_port
-from tests.support.processes import clean_env, kill_group, log_tail, spawn
-from tests.support.waiting import wait_until
+from tests.support.console_process import ConsoleProcess, console_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-GUNICORN_CONF = REPO / "foresight_site" / "gunicorn.conf.py"
 PASSWORD = "the-right-password-42"
 SETUP = f"""
 from django.contrib.auth.models import User
@@ -33,53 +27,34 @@ print(services.token_create(user=User.objects.create_user("bot"), name="script")
 """
 
 
-class Console:
-    def __init__(self, root: Path, redis_url: str) -> None:
-        self.root = root
-        self.env = clean_env(drop=("WEB_CONCURRENCY", "GUNICORN_CMD_ARGS"), DJANGO_SETTINGS_MODULE="foresight_site.settings",
-                             DATABASE_URL=f"sqlite:///{root / 'var' / 'console.sqlite3'}", REDIS_URL=redis_url,
-                             FORESIGHT_AUDIT_SPOOL=str(root / "var" / "audit-spool.jsonl"), PYTHONUNBUFFERED="1",
-                             FORESIGHT_TRUSTED_PROXIES="127.0.0.1", FORESIGHT_API_RATE="10/m",
-                             FORESIGHT_BAD_TOKEN_LIMIT="5")
-        self.server = None
-        self.url = ""
+class Console(ConsoleProcess):
+    """The console under the documented gunicorn, behind a trusted proxy, its throttle in Redis."""
 
-    def manage(self, *args: str) -> str:
-        done = subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=self.env, capture_output=True,
-                              text=True, timeout=120)
-        assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
-        return done.stdout
+    def __init__(self, root: Path, redis_url: str) -> None:
+        env = console_env(database_url=f"sqlite:///{root / 'var' / 'console.sqlite3'}", REDIS_URL=redis_url,
+                          FORESIGHT_AUDIT_SPOOL=str(root / "var" / "audit-spool.jsonl"),
+                          FORESIGHT_TRUSTED_PROXIES="127.0.0.1", FORESIGHT_API_RATE="10/m",
+                          FORESIGHT_BAD_TOKEN_LIMIT="5")
+        super().__init__(root, env, timeout=120)
 
     def start(self) -> str:
         self.manage("migrate", "--noinput", "-v0")
-        token = self.manage("shell", "-c", SETUP).strip().splitlines()[-1]
-        port = free_port()
-        self.server = spawn([sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "foresight_site.wsgi",
-                             "--bind", f"127.0.0.1:{port}"], env=self.env, log_path=self.root / "gunicorn.log")
-        self.url = f"http://127.0.0.1:{port}"
-
-        def serving() -> bool:
-            assert self.server.poll() is None, log_tail(self.root / "gunicorn.log")
-            try:
-                return requests.get(self.url + "/api/health", timeout=5).status_code == 200
-            except requests.ConnectionError:
-                return False
-
-        wait_until(serving, timeout=90, poll=0.2, what="gunicorn serving the console")
+        token = self.manage("shell", "-c", SETUP).stdout.strip().splitlines()[-1]
+        self.start_gunicorn(timeout=90)
         return token
 
     def rows(self, sql: str) -> list[tuple]:
         code = f"import json; from django.db import connection; c = connection.cursor(); c.execute({sql!r}); " \
                "print(json.dumps(c.fetchall(), default=str))"
-        return [tuple(r) for r in json.loads(self.manage("shell", "-c", code).strip().splitlines()[-1])]
+        return [tuple(r) for r in json.loads(self.manage("shell", "-c", code).stdout.strip().splitlines()[-1])]
 
     def login(self, password: str, client_ip: str) -> requests.Response:
         """The admin's login form, as a browser behind the proxy sends it."""
         session = requests.Session()
         headers = {"X-Forwarded-For": client_ip}
-        form = session.get(self.url + "/admin/login/", headers=headers, timeout=30)
+        form = session.get(self.base_url + "/admin/login/", headers=headers, timeout=30)
         csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text).group(1)
-        return session.post(self.url + "/admin/login/?next=/admin/", headers=headers, allow_redirects=False,
+        return session.post(self.base_url + "/admin/login/?next=/admin/", headers=headers, allow_redirects=False,
                             data={"username": "olga", "password": password, "csrfmiddlewaretoken": csrf}, timeout=30)
 
 
@@ -90,8 +65,7 @@ def console(tmp_path) -> Iterator[tuple[Console, RedisServer]]:
     try:
         yield c, server
     finally:
-        if c.server is not None:
-            kill_group(c.server)
+        c.stop()
         server.kill()
 
 
@@ -109,15 +83,15 @@ def test_lockout_brake_and_throttle_hold_across_gunicorn_workers(console):
     assert c.rows("SELECT ip FROM trading_auditevent WHERE action = 'login.locked_out'") == [("203.0.113.7",)]
 
     # Bad tokens: 5 refused with 401, then 429 for every bearer token from that client.
-    bad = [requests.get(c.url + "/api/tokens", headers={"Authorization": f"Bearer fst_deadbeef_guess{i}",
-                                                         "X-Forwarded-For": "192.0.2.9"}, timeout=30)
+    bad = [requests.get(c.base_url + "/api/tokens", headers={"Authorization": f"Bearer fst_deadbeef_guess{i}",
+                                                              "X-Forwarded-For": "192.0.2.9"}, timeout=30)
            for i in range(12)]
     assert [r.status_code for r in bad] == [401] * 5 + [429] * 7
     assert all(r.headers["Content-Type"].startswith("application/json") for r in bad)
 
     # The token's calls: 10 a minute, counted in Redis whichever worker answers.
-    codes = [requests.get(c.url + "/api/tokens", headers={"Authorization": f"Bearer {token}"}, timeout=30).status_code
-             for _ in range(25)]
+    codes = [requests.get(c.base_url + "/api/tokens", headers={"Authorization": f"Bearer {token}"},
+                          timeout=30).status_code for _ in range(25)]
     assert codes == [200] * 10 + [429] * 15
     [key] = [k for k in redis.Redis(port=server.port).keys("*throttle_auth_token-*")]
     prefix, secret = "_".join(token.split("_", 2)[:2]), token.split("_", 2)[2]

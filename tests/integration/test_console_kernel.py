@@ -18,9 +18,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,10 +25,9 @@ from typing import Any
 import pytest
 
 from tests.support.checkout import REPO
+from tests.support.console_process import ConsoleProcess, console_env
 from tests.support.kernel_process import WAIT_S, KernelProcess, runkernel_args
 from tests.support.ledger_reader import sqlite_rows
-from tests.support.ports import free_port
-from tests.support.processes import clean_env, kill_group, spawn
 from tests.support.status_reader import read_status
 from tests.support.strategy_folders import copy_repo_strategies
 from tests.support.waiting import wait_until
@@ -60,7 +56,10 @@ print(json.dumps(out))
 
 
 class Console:
-    """The console's processes on one temp database, and a kernel on one temp state dir."""
+    """The console's processes on one temp database, and a kernel on one temp state dir.
+
+    Composes a ConsoleProcess rather than extending it: ``env()`` here is a method (a command
+    may run against another database), where ConsoleProcess holds one environment."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -68,36 +67,36 @@ class Console:
         self.spool = root / "audit-spool.jsonl"
         self.state_dir = root / "state"
         self.strategies = root / "strategies"
-        self.procs: list[subprocess.Popen] = []
         self.kernel: KernelProcess | None = None
-        self.base_url = ""
         self.tokens: dict[str, str] = {}
         (root / "console_test_settings.py").write_text(
             CONSOLE_SETTINGS.format(spool=str(self.spool), strategies=str(self.strategies)))
         copy_repo_strategies(self.strategies)
         self.state_dir.mkdir()
+        self.process = ConsoleProcess(root, self.env(), timeout=WAIT_S)
 
     def env(self, database_url: str | None = None) -> dict[str, str]:
-        return clean_env(
-            DJANGO_SETTINGS_MODULE="console_test_settings",
+        return console_env(
+            settings="console_test_settings",
             PYTHONPATH=os.pathsep.join([str(self.root), str(REPO)]),
-            DATABASE_URL=database_url or f"sqlite:///{self.db}",
-            PYTHONUNBUFFERED="1",
+            database_url=database_url or f"sqlite:///{self.db}",
             FORESIGHT_API_MAX_WAIT_S="30",  # a reload's checks may take longer than the default 5 s cap here
         )
 
+    @property
+    def procs(self) -> list[subprocess.Popen]:
+        return self.process.procs
+
+    @property
+    def base_url(self) -> str:
+        return self.process.base_url
+
     def manage(self, *args: str, database_url: str | None = None, check: bool = True,
                timeout: float = WAIT_S) -> subprocess.CompletedProcess:
-        done = subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=self.env(database_url),
-                              capture_output=True, text=True, timeout=timeout)
-        if check:
-            assert done.returncode == 0, f"manage.py {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
-        return done
+        return self.process.manage(*args, check=check, timeout=timeout, env=self.env(database_url))
 
     def spawn(self, name: str, *args: str) -> subprocess.Popen:
-        proc = spawn([sys.executable, "manage.py", *args], env=self.env(), log_path=self.root / f"{name}.log")
-        self.procs.append(proc)
-        return proc
+        return self.process.spawn_manage(name, *args)
 
     def log(self, name: str) -> str:
         return (self.root / f"{name}.log").read_text(errors="replace")[-4000:]
@@ -110,23 +109,11 @@ class Console:
         args = runkernel_args(demo=True, speed=600, strategies_dir=self.strategies)
         self.kernel = KernelProcess(self.state_dir, args, env=self.env(), log_path=self.root / "kernel.log").start()
         self.manage("addkernel", "--name", "demo", "--state-dir", str(self.state_dir))
-        port = free_port()
-        server = self.spawn("server", "runserver", f"127.0.0.1:{port}", "--noreload")
-        self.base_url = f"http://127.0.0.1:{port}"
-
-        def healthy() -> bool:
-            assert server.poll() is None, self.log("server")
-            try:
-                return self.api("GET", "/api/health")[0] == 200
-            except OSError:
-                return False
-
-        wait_until(healthy, timeout=WAIT_S, what="the console's web server")
+        self.process.start_runserver()
         return self
 
     def stop(self) -> None:
-        for proc in self.procs:
-            kill_group(proc)
+        self.process.stop()
         if self.kernel is not None:
             self.kernel.cleanup()
 
@@ -146,21 +133,7 @@ class Console:
 
     def api(self, method: str, path: str, body: dict | None = None, token: str | None = None,
             timeout: float = WAIT_S) -> tuple[int, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base_url + path, data=data, method=method)
-        request.add_header("Content-Type", "application/json")
-        if token:
-            request.add_header("Authorization", f"Bearer {token}")
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                raw = response.read()
-                return response.status, json.loads(raw) if raw else None
-        except urllib.error.HTTPError as exc:
-            raw = exc.read()
-            try:
-                return exc.code, json.loads(raw)
-            except ValueError:
-                return exc.code, raw.decode(errors="replace")
+        return self.process.api(method, path, body, token, timeout)
 
 
 @pytest.fixture

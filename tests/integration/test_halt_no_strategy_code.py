@@ -105,7 +105,8 @@ def test_a_reload_in_flight_is_abandoned_and_reloads_asked_during_the_halt_are_r
     assert r["result"] == "rejected" and "halted" in r["error"], r
     (entry,) = r["detail"]["strategies"]
     assert entry["result"] == "abandoned" and entry["error"].startswith("halted:"), entry
-    st = k.status()
+    # The result may come from the ledger, written before the status that reports it: wait for that status.
+    st = k.wait(lambda s: any(c["id"] == reload_id for c in s["commands"]), what="status.json with the reload's result")
     assert st["reload"]["result"] == "abandoned" and "halted" in st["reload"]["error"]
     assert st["strategies"]["recorder"]["version"] == 1, "never swapped in during the halt"
     assert {k.slot(st, s)["strategy_version"] for s in slots} == {1}

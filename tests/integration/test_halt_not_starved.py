@@ -16,11 +16,7 @@ from __future__ import annotations
 import json
 import os
 import runpy
-import subprocess
-import sys
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -29,15 +25,13 @@ from typing import Any
 import pytest
 
 from tests.support.checkout import REPO
-from tests.support.ports import free_port
+from tests.support.console_process import GUNICORN_CONF, ConsoleProcess, console_env
 from tests.support.postgres import postgres_url_in_use, scratch_database
-from tests.support.processes import clean_env, kill_group, log_tail, spawn
 from tests.support.status_reader import read_control
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-GUNICORN_CONF = REPO / "foresight_site" / "gunicorn.conf.py"
 DEFAULT_MAX_WAIT_S = 5.0  # FORESIGHT_API_MAX_WAIT_S's default (foresight_site/settings.py)
 START_S = 90.0
 
@@ -64,64 +58,22 @@ def documented_web_server() -> dict[str, Any]:
             os.environ["WEB_CONCURRENCY"] = saved
 
 
-class Console:
+class Console(ConsoleProcess):
+    """The console under the documented gunicorn, with an idle kernel registered."""
+
     def __init__(self, root: Path, database_url: str) -> None:
-        self.root = root
+        super().__init__(root, console_env(database_url=database_url, drop=("REDIS_URL",),
+                                           FORESIGHT_AUDIT_SPOOL=str(root / "audit-spool.jsonl")), timeout=START_S)
         self.state_dir = root / "state"
         self.state_dir.mkdir()
-        self.env = clean_env(drop=("WEB_CONCURRENCY", "GUNICORN_CMD_ARGS", "REDIS_URL"),
-                             DJANGO_SETTINGS_MODULE="foresight_site.settings", DATABASE_URL=database_url,
-                             FORESIGHT_AUDIT_SPOOL=str(root / "audit-spool.jsonl"), PYTHONUNBUFFERED="1")
-        self.base_url = ""
-        self.server = None
-
-    def manage(self, *args: str) -> str:
-        done = subprocess.run([sys.executable, "manage.py", *args], cwd=REPO, env=self.env, capture_output=True,
-                              text=True, timeout=START_S)
-        assert done.returncode == 0, f"manage.py {args[0]}:\n{done.stdout}\n{done.stderr}"
-        return done.stdout
 
     def start(self, operators: int) -> list[str]:
         self.manage("migrate", "--noinput", "-v0")
         tokens = json.loads(self.manage("shell", "-c", SETUP.replace("OPERATORS", str(operators)))
-                            .strip().splitlines()[-1])
+                            .stdout.strip().splitlines()[-1])
         self.manage("addkernel", "--name", "idle", "--state-dir", str(self.state_dir))
-        port = free_port()
-        # The documented command (Procfile, docs/deployment.md), on a free port.
-        self.server = spawn([sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "foresight_site.wsgi",
-                             "--bind", f"127.0.0.1:{port}"], env=self.env, log_path=self.root / "gunicorn.log")
-        self.base_url = f"http://127.0.0.1:{port}"
-
-        def serving() -> bool:
-            assert self.server.poll() is None, log_tail(self.root / "gunicorn.log")
-            try:
-                return self.request("GET", "/api/health")[0] == 200
-            except OSError:
-                return False
-
-        wait_until(serving, timeout=START_S, poll=0.2, what="gunicorn serving the console")
+        self.start_gunicorn()  # the documented command (Procfile, docs/deployment.md), on a free port
         return tokens
-
-    def stop(self) -> None:
-        if self.server is not None:
-            kill_group(self.server)
-
-    def request(self, method: str, path: str, body: dict | None = None, token: str | None = None,
-                timeout: float = START_S) -> tuple[int, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base_url + path, data=data, method=method)
-        request.add_header("Content-Type", "application/json")
-        if token:
-            request.add_header("Authorization", f"Bearer {token}")
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                return response.status, json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            raw = exc.read()
-            try:
-                return exc.code, json.loads(raw)
-            except ValueError:
-                return exc.code, raw.decode(errors="replace")
 
 
 @pytest.fixture
@@ -143,11 +95,11 @@ def test_a_halt_is_answered_while_every_other_thread_waits(console):
     halter = tokens.pop()
 
     # The cap is in the schema and enforced: a longer wait is refused, not served.
-    code, schema = console.request("GET", "/api/openapi.json")
+    code, schema = console.api("GET", "/api/openapi.json")
     [wait_param] = [p for p in schema["paths"]["/api/kernels/{name}/pause"]["post"]["parameters"]
                     if p["name"] == "wait"]
     assert wait_param["schema"]["maximum"] == DEFAULT_MAX_WAIT_S
-    code, body = console.request("POST", f"/api/kernels/idle/pause?wait={DEFAULT_MAX_WAIT_S + 1:g}", token=halter)
+    code, body = console.api("POST", f"/api/kernels/idle/pause?wait={DEFAULT_MAX_WAIT_S + 1:g}", token=halter)
     assert code == 422, body
 
     lock = threading.Lock()
@@ -155,7 +107,7 @@ def test_a_halt_is_answered_while_every_other_thread_waits(console):
     answers: dict[str, tuple[int, Any]] = {}
 
     def waiter(i: int) -> None:
-        answer = console.request("POST", f"/api/kernels/idle/pause?wait={DEFAULT_MAX_WAIT_S:g}", token=tokens[i])
+        answer = console.api("POST", f"/api/kernels/idle/pause?wait={DEFAULT_MAX_WAIT_S:g}", token=tokens[i])
         with lock:
             events.append(f"waiter-{i} returned")
             answers[f"waiter-{i}"] = answer
@@ -176,7 +128,7 @@ def test_a_halt_is_answered_while_every_other_thread_waits(console):
     assert not returned_before_halt, (f"waits ended before all {waiters} were served at once (some queued "
                                       f"behind busy threads?): {returned_before_halt}")
 
-    code, body = console.request("POST", "/api/kernels/idle/halt", {"reason": "starvation drill"}, token=halter)
+    code, body = console.api("POST", "/api/kernels/idle/halt", {"reason": "starvation drill"}, token=halter)
     halt_in_control = (read_control(console.state_dir) or {}).get("halt")
     with lock:
         events.append("halt answered")
@@ -186,7 +138,7 @@ def test_a_halt_is_answered_while_every_other_thread_waits(console):
     assert code == 202 and body["status"] == "delivered" and body["action"] == "halt", body
     assert halt_in_control and halt_in_control["reason"] == "starvation drill", halt_in_control
     assert events[:2] == ["halt sent", "halt answered"], events  # before ANY waiting request returned
-    assert len(events) == 2 + waiters, log_tail(console.root / "gunicorn.log")
+    assert len(events) == 2 + waiters, console.server_log_tail()
     # The waiters did wait their whole cap: the kernel never answers, so they report "delivered".
     assert {(c, b["status"]) for c, b in answers.values()} == {(202, "delivered")}, answers
 

@@ -2,13 +2,18 @@
 at any speed, with the same orders and fills run after run."""
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from kernel import control_client
 from kernel.feeds.replay import export_synthetic
 from kernel.protocol import SlotConfig, ms_to_iso
-from tests.support.kernel_process import KernelProcess
+from tests.support.checkout import REPO
+from tests.support.kernel_process import KernelProcess, kernel_env
 from tests.support.ledger_reader import sqlite_rows as rows
 from tests.support.slot_seeds import seed_slots
 from tests.support.status_reader import read_status
@@ -52,8 +57,7 @@ def _books(state: Path) -> dict[str, list]:
     return {
         "orders": rows(db, "SELECT client_order_id, slot, candle_ms, intent, side, qty, ref_price, status,"
                            " filled_qty, avg_price, error FROM orders ORDER BY client_order_id"),
-        # Fill ids are the paper exchange's (P<n>-F1): two slots at one close may reach it in either order.
-        "fills": rows(db, "SELECT client_order_id, slot, side, qty, price, fee, ts_ms, pnl FROM fills"
+        "fills": rows(db, "SELECT fill_id, client_order_id, slot, side, qty, price, fee, ts_ms, pnl FROM fills"
                           " ORDER BY client_order_id"),
         "positions": rows(db, "SELECT * FROM positions ORDER BY slot"),
         "cycles": rows(db, "SELECT slot, candle_ms, strategy, version, sha256, result, reason FROM cycles"
@@ -69,6 +73,45 @@ def test_two_replays_of_the_same_candles_give_the_same_ledger(tmp_path: Path, wo
     assert {o["slot"] for o in a["orders"]} == {"btc-5m", "eth-15m", "btc-15m"}
     for table in ("orders", "fills", "positions", "cycles"):
         assert a[table] == b[table], f"{table} differ between two replays"
+
+
+def test_paper_ids_are_the_same_for_any_worker_count_and_speed_inf_status_is_valid(tmp_path: Path, world) -> None:
+    one, many = tmp_path / "one", tmp_path / "many"
+    _replay(one, world, "--speed", "inf", "--workers", "1")
+    _replay(many, world, "--speed", "inf", "--workers", "6")
+    a, b = _books(one), _books(many)
+    assert a["fills"] and a["fills"] == b["fills"], "fill ids (and everything else) equal whatever the workers"
+    ids_sql = "SELECT client_order_id, broker_order_id FROM orders WHERE status='filled' ORDER BY client_order_id"
+    ids = rows(one / "ledger.sqlite3", ids_sql)
+    assert ids == rows(many / "ledger.sqlite3", ids_sql)
+    assert all(o["broker_order_id"] == "P-" + o["client_order_id"] for o in ids)
+    assert all(f["fill_id"] == f"P-{f['client_order_id']}-F1" for f in a["fills"])
+
+    # status.json of a --speed inf replay: speed null (JSON has no infinity), and the readers accept it.
+    assert read_status(one)["speed"] is None
+    status = control_client.status(one)
+    assert status is not None and status.speed is None
+    out = subprocess.run([sys.executable, "manage.py", "kernelctl", "--state-dir", str(one), "status", "--json"],
+                         cwd=REPO, env=kernel_env(settings="foresight_site.settings"), capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["speed"] is None
+
+
+def test_a_replay_on_binances_markets_orders_whole_steps_and_counts_each_exit_as_a_round_trip(tmp_path: Path,
+                                                                                             world) -> None:
+    state = tmp_path / "binance"
+    _replay(state, world, "--speed", "inf", "--paper-markets", "binance")
+    orders = rows(state / "ledger.sqlite3", "SELECT slot, symbol, intent, qty, status FROM orders")
+    steps = {"BTC/USDT": 1e-5, "ETH/USDT": 1e-4}
+    filled = [o for o in orders if o["status"] == "filled"]
+    assert filled and all(abs(o["qty"] / steps[o["symbol"]] - round(o["qty"] / steps[o["symbol"]])) < 1e-6
+                          for o in filled), "every quantity a whole number of the market's step"
+    status = read_status(state)
+    for slot in status["slots"]:
+        exits = sum(1 for o in filled if o["slot"] == slot["id"] and o["intent"] == "exit")
+        assert slot["position"]["trades"] == exits and slot["dust_qty"] == 0.0
+    assert status["ledger"]["trades"] == sum(1 for o in filled if o["intent"] == "exit")
 
 
 def test_a_replay_evaluates_every_candle_at_its_close_whatever_the_speed(tmp_path: Path, world) -> None:

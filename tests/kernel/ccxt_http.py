@@ -155,7 +155,13 @@ class FakeBinance(FakeHTTP):
         self.order_ids = itertools.count(28457331)
         self.trade_ids = itertools.count(3290147)
         self.errors = fixture("binance", "errors.json")
-        self.on("GET", "/api/v3/exchangeInfo", lambda r: Reply(200, fixture("binance", "exchangeInfo.json")))
+        # Fees charged in another asset (Binance's "pay fees with BNB"), at these USDT prices.
+        self.fee_asset: str | None = None
+        self.asset_prices = {"BNB": 250.0}
+        self.publish_trades = True  # False: orders fill but their trades are not visible yet
+        self.unpublished: set[int] = set()
+        self.on("GET", "/api/v3/exchangeInfo", self._exchange_info)
+        self.on("GET", "/api/v3/ticker/24hr", self._ticker)
         self.on("GET", "/api/v3/time", lambda r: Reply(200, {"serverTime": self.server_ms}))
         self.on("GET", "/api/v3/klines", self._klines)
         self.on("POST", "/api/v3/order", self._create)
@@ -186,6 +192,25 @@ class FakeBinance(FakeHTTP):
                           f"{c.volume:.8f}", c.ts + tf - 1, f"{c.volume * c.close:.8f}", 100,
                           f"{c.volume / 2:.8f}", f"{c.volume * c.close / 2:.8f}", "0"]
         self.klines[(symbol, interval)] = [rows[t] for t in sorted(rows)]
+
+    def _exchange_info(self, r: Req) -> Reply:
+        info = fixture("binance", "exchangeInfo.json")
+        for asset in self.asset_prices:  # markets for the fee assets, shaped like BTCUSDT's
+            market = copy.deepcopy(info["symbols"][0])
+            market.update(symbol=f"{asset}USDT", baseAsset=asset)
+            info["symbols"].append(market)
+        return Reply(200, info)
+
+    def _ticker(self, r: Req) -> Reply:
+        symbol = r.query["symbol"]
+        price = self.asset_prices.get(symbol[:-4]) or self.prices[symbol]
+        return Reply(200, {"symbol": symbol, "lastPrice": _f(price), "openPrice": _f(price), "highPrice": _f(price),
+                           "lowPrice": _f(price), "volume": "1.0", "quoteVolume": _f(price),
+                           "openTime": self.server_ms - 86_400_000, "closeTime": self.server_ms, "count": 1})
+
+    def publish(self) -> None:
+        """The trades of every order placed so far become visible."""
+        self.unpublished.clear()
 
     def _klines(self, r: Req) -> Reply:
         rows = self.klines.get((r.query["symbol"], r.query["interval"]), [])
@@ -225,6 +250,8 @@ class FakeBinance(FakeHTTP):
             px = price + i * 1.8
             fee_cur = base if side == "BUY" else "USDT"
             fee = part * 0.001 if side == "BUY" else part * px * 0.001
+            if self.fee_asset is not None:
+                fee_cur, fee = self.fee_asset, round(part * px * 0.001 / self.asset_prices[self.fee_asset], 8)
             tid = next(self.trade_ids)
             fills.append({"price": _f(px, 2), "qty": _f(part), "commission": _f(fee), "commissionAsset": fee_cur,
                           "tradeId": tid})
@@ -233,12 +260,14 @@ class FakeBinance(FakeHTTP):
                          commission=_f(fee), commissionAsset=fee_cur, time=self.server_ms, isBuyer=side == "BUY")
             trades.append(trade)
             cost += part * px
+            if fee_cur not in (base, "USDT"):
+                self.balances[fee_cur] = self.balances.get(fee_cur, 0.0) - fee
             if side == "BUY":
                 self.balances["USDT"] -= part * px
-                self.balances[base] = self.balances.get(base, 0.0) + part - fee
+                self.balances[base] = self.balances.get(base, 0.0) + part - (fee if fee_cur == base else 0.0)
             else:
                 self.balances[base] -= part
-                self.balances["USDT"] += part * px - fee
+                self.balances["USDT"] += part * px - (fee if fee_cur == "USDT" else 0.0)
         ack.update(symbol=symbol, orderId=oid, clientOrderId=cid, origQty=_f(qty), executedQty=_f(qty),
                    cummulativeQuoteQty=_f(cost), side=side, transactTime=self.server_ms,
                    workingTime=self.server_ms, fills=fills)
@@ -247,6 +276,9 @@ class FakeBinance(FakeHTTP):
                       cummulativeQuoteQty=_f(cost), side=side, time=self.server_ms, updateTime=self.server_ms)
         self.orders[cid] = status
         self.trades[oid] = trades
+        if not self.publish_trades:
+            self.unpublished.add(oid)
+            ack["fills"] = []
         return Reply(200, ack)
 
     def _find(self, r: Req) -> dict | None:
@@ -276,7 +308,8 @@ class FakeBinance(FakeHTTP):
                            if o["status"] in ("NEW", "PARTIALLY_FILLED") and (sym is None or o["symbol"] == sym)])
 
     def _my_trades(self, r: Req) -> Reply:
-        return Reply(200, self.trades.get(int(r.query["orderId"]), []))
+        oid = int(r.query["orderId"])
+        return Reply(200, [] if oid in self.unpublished else self.trades.get(oid, []))
 
     def _account(self, r: Req) -> Reply:
         acct = fixture("binance", "account.json")

@@ -421,8 +421,19 @@ def test_a_kernel_trades_through_ccxt_reports_auth_failure_and_never_shows_its_k
         assert [(o["intent"], o["status"]) for o in orders] == [("entry", "filled"), ("exit", "filled")]
         assert len(kernel.ledger.fills()) == 4
         # The buy's fee was paid in BTC; the sell was cut to the lot step: less than one step is left,
-        # which no order can sell. The kernel counts that dust as flat.
-        assert 0 < kernel.ledger.position("btc-5m").qty < kernel.broker.dust_qty("BTC/USDT") == 1e-05
+        # which no order can sell. That dust is flat (the round trip closed) and kept apart, at its cost.
+        pos = kernel.ledger.position("btc-5m")
+        assert pos.qty == 0 and 0 < pos.dust_qty < kernel.broker.dust_qty("BTC/USDT") == 1e-05
+        assert (pos.trades, pos.entry_price) == (1, None)
+        # By hand, from the exchange's side: the USDT the round trip cost or made, plus the dust at its cost.
+        buys = [t for trades in fake.trades.values() for t in trades if t["isBuyer"]]
+        avg_buy = sum(float(t["qty"]) * float(t["price"]) for t in buys) / sum(float(t["qty"]) for t in buys)
+        round_trip = (fake.balances["USDT"] - 10_000.0) + fake.balances["BTC"] * avg_buy
+        assert fake.balances["BTC"] == pytest.approx(pos.dust_qty, abs=1e-12)
+        # (to 1e-6 USDT: the exchange prints commissions and prices to 8 decimals)
+        assert pos.realized_pnl == pytest.approx(round_trip, abs=1e-6)
+        assert [f["round_trip_pnl"] for f in kernel.ledger.fills()][-1] == pytest.approx(round_trip, abs=1e-6)
+        assert pos.wins == (1 if round_trip > 0 else 0)
         assert [r.form["newClientOrderId"] for r in fake.requests_to("POST", "/api/v3/order")] == [
             o["client_order_id"] for o in orders]
 

@@ -5,11 +5,12 @@ skew``, and the feed's sleep moves both.
 """
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
 
-from kernel.exchange_client import ExchangeClient, build_exchange
+from kernel.exchange_client import ExchangeClient, RateLimiter, build_exchange
 from kernel.feeds import Feed
 from kernel.feeds.ccxt_feed import CcxtFeed
 from kernel.feeds.synthetic import SyntheticFeed
@@ -149,3 +150,136 @@ def test_long_windows_are_fetched_in_pages() -> None:
     got = w.feed.candles("ETH/USDT", "5m", close, 1200)
     assert same(got, synthetic.candles("ETH/USDT", "5m", close, 1200))
     assert [r.query["limit"] for r in w.klines()] == ["500", "500", "200"]
+
+
+# ---------------------------------------------------------------- concurrency, rate limit, cache
+
+
+def test_the_rate_limiter_allows_a_burst_then_one_request_per_interval() -> None:
+    now, slept = [0.0], []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        now[0] += s
+
+    limiter = RateLimiter(0.05, burst=4, monotonic=lambda: now[0], sleep=sleep)
+    starts = []
+    for _ in range(8):
+        limiter.acquire()
+        starts.append(now[0])
+    # four at once (the series of one close), then one every 50 ms: never more than
+    # burst + elapsed / interval requests in any stretch of time
+    assert starts == pytest.approx([0, 0, 0, 0, 0.05, 0.10, 0.15, 0.20])
+    now[0] += 10.0  # a quiet spell refills the bucket
+    for _ in range(4):
+        limiter.acquire()
+    assert now[0] == pytest.approx(10.20)
+
+
+def _concurrent_world(close: int, clones: int, **feed_kw) -> World:
+    w = World(close + 5_000, **feed_kw)
+    w.client.factory = lambda: w.fake.mount(build_exchange("binance"))
+    w.clones = w.client.public_clones(clones)
+    w.feed = CcxtFeed(w.client, fetch_clients=w.clones, wall_ms=lambda: w.now, sleep=w.sleep,
+                      monotonic=lambda: w.now / 1000.0, max_wait_ms=0, **feed_kw)
+    return w
+
+
+def test_the_series_of_one_close_are_fetched_concurrently_one_instance_per_request() -> None:
+    close = 1_700_001_000_000 - 1_700_001_000_000 % 900_000
+    w = _concurrent_world(close, 3)
+    synthetic = SyntheticFeed(seed=11)
+    for sym in SYMBOLS:
+        w.fake.add_klines(sym.replace("/", ""), "5m", synthetic.candles(sym, "5m", close + 3_600_000, 400))
+    w.fake.latency_s = 0.05  # a request takes 50 ms: serial, 8 of them would take 400 ms
+    busy: dict[int, int] = {}
+    overlap: list[int] = []
+    lock = threading.Lock()
+    for c in (w.client, *w.clones):  # each instance: never two requests at once
+        inner = c.exchange.fetch_ohlcv
+
+        def wrapped(*a, _inner=inner, _id=id(c.exchange), **kw):
+            with lock:
+                busy[_id] = busy.get(_id, 0) + 1
+                overlap.append(busy[_id])
+            try:
+                return _inner(*a, **kw)
+            finally:
+                with lock:
+                    busy[_id] -= 1
+        c.exchange.fetch_ohlcv = wrapped
+    results: dict[str, list] = {}
+    threads = [threading.Thread(target=lambda s=s: results.__setitem__(s, w.feed.candles(s, "5m", close, 100)))
+               for s in SYMBOLS]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(same(results[s], synthetic.candles(s, "5m", close, 100)) for s in SYMBOLS)
+    assert len(w.klines()) == 8
+    assert 1 < w.fake.max_inflight <= 4, "up to four requests in flight, one per exchange instance"
+    assert max(overlap) == 1
+    assert sum(c.requests for c in w.clones) > 0
+    assert w.client.limiter is not None and w.client.limiter.burst == 10
+    assert w.client.limiter.interval_s == pytest.approx(w.client.exchange.rateLimit / 1000)
+    assert len(w.fake.requests_to("GET", "/api/v3/exchangeInfo")) == 1, "markets loaded once, shared"
+
+
+def test_the_cache_and_the_markets_survive_a_restart(tmp_path) -> None:
+    close = 1_700_001_000_000 - 1_700_001_000_000 % 900_000
+    synthetic = SyntheticFeed(seed=11)
+    cache = tmp_path / "ccxt-cache" / "binance"
+
+    def world() -> World:
+        w = World(close + 5_000, cache_dir=cache)
+        for sym in SYMBOLS[:2]:
+            w.fake.add_klines(sym.replace("/", ""), "5m", synthetic.candles(sym, "5m", close + 3_600_000, 400))
+        return w
+
+    first = world()
+    for sym in SYMBOLS[:2]:
+        assert same(first.feed.candles(sym, "5m", close, 300), synthetic.candles(sym, "5m", close, 300))
+    assert first.feed.markets_source == "exchange"
+    assert first.feed.flush_cache()  # written off the cycles' path, by the feed's writer thread
+    assert sorted(p.name for p in cache.iterdir()) == [
+        "candles-BTC_USDT-5m.json", "candles-ETH_USDT-5m.json", "markets.json"]
+
+    second = world()  # a restart: a new feed, a new exchange instance, the same state dir
+    assert second.feed.markets_source == "saved"
+    for sym in SYMBOLS[:2]:
+        assert same(second.feed.candles(sym, "5m", close, 300), synthetic.candles(sym, "5m", close, 300))
+    assert second.klines() == [] and second.fake.requests_to("GET", "/api/v3/exchangeInfo") == []
+    second.now += M5
+    got = second.feed.candles("BTC/USDT", "5m", close + M5, 300)
+    assert same(got, synthetic.candles("BTC/USDT", "5m", close + M5, 300))
+    [req] = second.klines()
+    assert req.query["limit"] == "1", "only the candle closed since the restart"
+
+    assert second.feed.flush_cache()
+
+    # A torn or foreign file is ignored (and replaced at the next write), never trusted.
+    (cache / "candles-BTC_USDT-5m.json").write_text('{"v": 1, "exchange": "binance", "candles": [[1, 2')
+    (cache / "markets.json").write_text("[]")
+    third = world()
+    assert third.feed.markets_source is None
+    assert same(third.feed.candles("BTC/USDT", "5m", close, 300), synthetic.candles("BTC/USDT", "5m", close, 300))
+    assert len(third.klines()) == 1 and third.feed.markets_source == "exchange"
+    assert third.feed.flush_cache()
+    assert json.loads((cache / "candles-BTC_USDT-5m.json").read_text())["covered_to"] == close - M5
+
+
+def test_exchange_url_rebases_every_rest_url_and_refuses_clear_text_off_loopback() -> None:
+    from kernel.errors import OperationalError
+
+    ex = build_exchange("binance", api_url="http://127.0.0.1:8123")
+    assert ex.urls["api"]["public"] == "http://127.0.0.1:8123/api/v3"
+    assert ex.urls["api"]["private"] == "http://127.0.0.1:8123/api/v3"
+    assert ex.urls["api"]["sapi"] == "http://127.0.0.1:8123/sapi/v1"
+    assert all(v.startswith("http://127.0.0.1:8123/") for v in ex.urls["api"].values())
+    assert build_exchange("binance", api_url="https://proxy.example/binance").urls["api"]["public"] == \
+        "https://proxy.example/binance/api/v3"
+    for bad in ("http://10.1.2.3:80", "ftp://127.0.0.1", "http://127.0.0.1/?x=1", "127.0.0.1:80"):
+        with pytest.raises(OperationalError):
+            build_exchange("binance", api_url=bad)
+    with pytest.raises(OperationalError, match="--sandbox and --exchange-url"):
+        build_exchange("binance", api_url="http://127.0.0.1:1", sandbox=True)

@@ -50,8 +50,9 @@ def test_the_handler_table_lists_exactly_the_protocols_actions():
 def test_commands_outside_the_table_or_of_the_wrong_kind_are_rejected_with_a_reason(driver):
     r = driver.command("frobnicate")
     assert r["result"] == "rejected"
-    assert r["error"] == ("unknown action 'frobnicate'; known: start, stop, pause, resume, reload, rollback, "
-                          "release, slot.pause, slot.resume, slot.flatten, slot.configure, slot.add")
+    assert r["error"].startswith("unknown action 'frobnicate'; known: start, stop, pause, resume, reload, rollback, "
+                                 "release, versions.prune")
+    assert r["error"].endswith("slot.pause, slot.resume, slot.flatten, slot.configure, slot.add")
     driver.add_slot("btc-5m", "flip")
     r = driver.command("pause", "btc-5m")
     assert (r["result"], r["error"]) == ("rejected", "pause is a kernel action and takes no slot")

@@ -125,3 +125,53 @@ def test_a_flatten_sells_the_whole_position_even_while_halted(parts):
     assert r["status"] == "filled" and r["intent"] == "flatten" and "error" not in r
     assert parts.ledger.position("btc-5m").qty == pytest.approx(0.0)
     assert parts.ledger.order(r["client_order_id"])["command_id"] == "c2"
+
+
+# ------------------------------------------------------------------ market minimums (issue 12, item 2)
+
+
+def _send(parts, intent: str, side: str, qty: float, price: float, key: str) -> dict:
+    return parts.execution.send(slot=parts.slot, cfg=parts.slot.config, intent=intent, side=side, qty=qty,
+                                price=price, candle_ms=T0, key=key, job=None)
+
+
+def test_orders_are_cut_to_the_step_and_those_below_a_minimum_are_refused_never_sent(parts):
+    from kernel.brokers import MarketRules
+
+    parts.broker.markets = {"BTC/USDT": MarketRules(amount_min=0.001, amount_step=0.001, cost_min=5.0)}
+    small = _send(parts, "entry", "buy", 0.0234567, 100.0, "k1")  # 0.023 x 100 = 2.3 < 5
+    assert (small["status"], small["reason"], small["qty"]) == ("refused", "market_minimum", 0.023)
+    assert "below the market's minimum order value 5" in small["error"]
+    [row] = parts.ledger.orders()
+    assert (row["status"], row["qty"]) == ("refused", 0.023) and "minimum order value" in row["error"]
+    assert parts.broker.fetch_order(small["client_order_id"]) is None, "never sent"
+    tiny = _send(parts, "entry", "buy", 0.0004, 100_000.0, "k2")  # 40 USDT, but less than one step
+    assert (tiny["status"], tiny["qty"]) == ("refused", 0.0) and "amount step" in tiny["error"]
+    parts.broker.markets["BTC/USDT"] = MarketRules(amount_min=0.01, amount_step=0.001)
+    under = _send(parts, "entry", "buy", 0.0049, 100_000.0, "k2b")  # 0.004: under the amount minimum
+    assert under["status"] == "refused" and "amount 0.004 below the market's minimum 0.01" in under["error"]
+    parts.broker.markets["BTC/USDT"] = MarketRules(amount_min=0.001, amount_step=0.001, cost_min=5.0)
+
+    ok = _send(parts, "entry", "buy", 0.5678, 100.0, "k3")
+    assert ok["status"] == "filled" and ok["filled_qty"] == pytest.approx(0.567)
+    assert parts.broker.fetch_order(ok["client_order_id"]).qty == 0.567
+
+
+def test_a_position_that_cannot_be_sold_says_so_once(parts, caplog):
+    from kernel.brokers import MarketRules
+
+    parts.broker.markets = {"BTC/USDT": MarketRules(amount_min=0.001, amount_step=0.001, cost_min=5.0)}
+    assert _send(parts, "entry", "buy", 0.06, 100.0, "k1")["status"] == "filled"
+    caplog.set_level("WARNING", logger="kernel")
+    first = _send(parts, "exit", "sell", 0.06, 50.0, "k2")  # 0.06 x 50 x (1 - slippage) < 5
+    again = _send(parts, "exit", "sell", 0.06, 48.0, "k3")  # another price, the same situation
+    assert first["reason"] == again["reason"] == "market_minimum"
+    said = [r for r in caplog.records if "cannot be sold" in r.getMessage()]
+    assert len(said) == 1, "said once, not at every cycle"
+    assert [o["status"] for o in parts.ledger.orders()] == ["filled", "refused"]  # the repeat left no row
+    pos = parts.ledger.position("btc-5m")
+    assert pos.qty == pytest.approx(0.06) and "cannot be sold" in pos.unsellable and "2.88" in pos.unsellable
+    sold = _send(parts, "exit", "sell", 0.06, 100.0, "k4")  # the price came back: 6 USDT
+    assert sold["status"] == "filled"
+    pos = parts.ledger.position("btc-5m")
+    assert (pos.qty, pos.unsellable, pos.trades) == (0.0, None, 1)

@@ -65,7 +65,8 @@ def test_market_buy_fills_at_ref_plus_slippage_and_pays_fee(broker):
     order = broker.place_order(buy("c1", 0.1), ref_price=50_000.0, now_ms=1_000)
 
     assert order.status == "filled" and order.is_final
-    assert order.broker_order_id == "P1"
+    assert order.broker_order_id == "P-c1"  # derived from the client id, not a counter
+    assert [f.fill_id for f in order.fills] == ["P-c1-F1"]
     assert order.filled_qty == 0.1
     assert order.avg_price == pytest.approx(50_025.0)  # +5 bps
     assert order.created_ms == 1_000
@@ -124,8 +125,8 @@ def test_buy_without_enough_quote_is_rejected_and_changes_nothing(broker):
     assert broker.balances() == {"USDT": 10_000.0}
     assert broker.fetch_order("big") is None
     assert broker.open_orders() == []
-    # the counter did not move either
-    assert broker.place_order(buy("ok", 0.1), ref_price=50_000.0, now_ms=2).broker_order_id == "P1"
+    # nothing was stored either
+    assert broker.place_order(buy("ok", 0.1), ref_price=50_000.0, now_ms=2).broker_order_id == "P-ok"
 
 
 def test_buy_that_only_the_fee_makes_unaffordable_is_rejected(open_broker):
@@ -195,7 +196,7 @@ def test_placing_an_existing_client_id_returns_the_stored_order_and_changes_noth
     assert again == first and other == first
     assert len(again.fills) == 1
     assert broker.balances() == balances
-    assert broker.place_order(buy("cycle-2", 0.01), ref_price=50_000.0, now_ms=4).broker_order_id == "P2"
+    assert broker.place_order(buy("cycle-2", 0.01), ref_price=50_000.0, now_ms=4).broker_order_id == "P-cycle-2"
 
 
 def test_a_rejected_client_id_can_be_placed_later(broker):
@@ -221,7 +222,7 @@ def test_closing_and_reopening_the_file_keeps_orders_fills_balances_and_counters
     assert [r.fetch_order(cid) for cid in ("b1", "s1", "rest")] == orders
     assert r.balances() == balances
     assert r.open_orders() == resting and [o.client_order_id for o in resting] == ["rest"]
-    assert r.place_order(buy("b2", 0.001), ref_price=50_000.0, now_ms=4).broker_order_id == "P4"
+    assert r.place_order(buy("b2", 0.001), ref_price=50_000.0, now_ms=4).broker_order_id == "P-b2"
     # the resting sell still holds its 0.05 BTC: only 0.031 is free
     with pytest.raises(OrderRejected, match="insufficient funds"):
         r.place_order(sell("s2", 0.05), ref_price=50_000.0, now_ms=5)
@@ -281,7 +282,7 @@ def test_a_process_killed_right_after_commit_leaves_the_order_on_the_exchange(op
 
     r = open_broker()
     order = r.fetch_order("crash-1")
-    assert order is not None and order.status == "filled" and order.broker_order_id == "P2"
+    assert order is not None and order.status == "filled" and order.broker_order_id == "P-crash-1"
     assert len(order.fills) == 1
     balances = r.balances()
     assert balances["BTC"] == pytest.approx(0.11)
@@ -304,7 +305,7 @@ def test_a_process_killed_before_commit_leaves_nothing(open_broker, db, how, cod
     assert r.fetch_order("crash-1") is None
     assert r.balances() == balances
     retried = r.place_order(buy("crash-1", 0.1), ref_price=50_000.0, now_ms=3000)
-    assert retried.broker_order_id == "P2" and len(retried.fills) == 1
+    assert retried.broker_order_id == "P-crash-1" and len(retried.fills) == 1
 
 
 def test_a_crash_hook_raising_before_commit_rolls_back_and_the_broker_stays_usable(open_broker):
@@ -441,7 +442,7 @@ def test_concurrent_place_order_from_8_threads_records_everything_once(open_brok
     ids += [f"shared-{i}" for i in range(rounds)]
     orders = [b.fetch_order(cid) for cid in ids]
     assert all(o is not None and o.status == "filled" and len(o.fills) == 1 for o in orders)
-    assert sorted(int(o.broker_order_id[1:]) for o in orders) == list(range(1, len(ids) + 1))
+    assert [o.broker_order_id for o in orders] == [f"P-{cid}" for cid in ids]  # one each, from its client id
 
     with localcontext() as ctx:
         ctx.prec = 60
@@ -470,3 +471,21 @@ def test_the_paper_broker_presents_the_broker_interface(open_broker):
     b.close()  # idempotent
     with pytest.raises(OperationalError, match="closed"):
         b.balances()
+
+
+# -- market minimums (a markets table like Binance's) --------------------------------
+
+
+def test_with_a_markets_table_the_exchange_refuses_what_binance_would(tmp_path):
+    from kernel.brokers.paper import BINANCE_SPOT_MARKETS
+
+    with PaperBroker(None, cash=10_000.0, markets=BINANCE_SPOT_MARKETS, slippage_bps=0.0) as b:
+        assert b.market_rules(SYM).amount_step == 1e-5 and b.market_rules("NEW/USDT").cost_min == 0.0
+        with pytest.raises(OrderRejected, match="minimum order value 5"):
+            b.place_order(buy("small", 0.0001), ref_price=40_000.0, now_ms=1)  # 4 USDT
+        with pytest.raises(OrderRejected, match="not a multiple of the market's step"):
+            b.place_order(buy("odd", 0.000155), ref_price=40_000.0, now_ms=1)
+        with pytest.raises(OrderRejected, match="below the market's minimum 1e-05"):
+            b.place_order(buy("tiny", 0.000001), ref_price=4_000_000.0, now_ms=1)
+        assert b.balances() == {"USDT": 10_000.0} and b.fetch_order("small") is None
+        assert b.place_order(buy("ok", 0.00013), ref_price=40_000.0, now_ms=1).status == "filled"  # 5.2 USDT

@@ -181,6 +181,16 @@ def v_shape(down=60, up=40, step=0.5, start=100.0):
     return series + [bottom + step * (i + 1) for i in range(up)]
 
 
+# The strategies' warm-ups are long (their EMA/RSI equal the full-history values:
+# docs/strategies.md, "Indicators"), so crafted shapes start after a flat lead-in of
+# LEAD candles; the bar indexes of the shape are shifted by LEAD.
+LEAD = 300
+
+
+def lead(series, n=LEAD):
+    return [series[0]] * n + list(series)
+
+
 def rise_then_fall(up=80, down=40, step=0.5, start=100.0):
     series = [start + step * i for i in range(up)]
     top = series[-1]
@@ -191,7 +201,7 @@ def rise_then_fall(up=80, down=40, step=0.5, start=100.0):
 
 
 def test_ema_cross_enters_on_the_cross_up_bar():
-    candles = make_candles(v_shape())
+    candles = make_candles(lead(v_shape()))
     events = simulate(ema_cross, candles, {"fast": 3, "slow": 8})
     entries = actions(events, "enter")
     assert len(entries) == 1
@@ -201,20 +211,20 @@ def test_ema_cross_enters_on_the_cross_up_bar():
     window = [c.close for c in candles[i - w + 1 : i + 1]]
     fast, slow = ind.ema(window, 3), ind.ema(window, 8)
     assert fast[-2] <= slow[-2] and fast[-1] > slow[-1]
-    assert i >= 60  # during the rise, not the fall
+    assert i >= 60 + LEAD  # during the rise, not the fall
     state = events[[e[0] for e in events].index(i)][3]
     assert state == {"entry_ts": candles[i].ts, "bars_in_trade": 0}
 
 
 def test_ema_cross_exits_on_a_falling_series_and_counts_bars():
     # a dip (so that there is a cross up to enter on), a rise, then a fall
-    series = v_shape(down=30, up=60)
+    series = lead(v_shape(down=30, up=60))
     series += [series[-1] - 0.7 * (i + 1) for i in range(40)]
     candles = make_candles(series)
     events = simulate(ema_cross, candles, {"fast": 3, "slow": 8})
     entry, exit_ = actions(events, "enter"), actions(events, "exit")
-    assert len(entry) == 1 and len(exit_) == 1 and exit_[0] > entry[0] >= 30
-    assert exit_[0] >= 90  # during the fall
+    assert len(entry) == 1 and len(exit_) == 1 and exit_[0] > entry[0] >= 30 + LEAD
+    assert exit_[0] >= 90 + LEAD  # during the fall
     reason = events[[e[0] for e in events].index(exit_[0])][2]
     assert reason.startswith("cross down")
     # the bar count in state grows by one per bar while in the trade
@@ -223,19 +233,19 @@ def test_ema_cross_exits_on_a_falling_series_and_counts_bars():
 
 
 def test_ema_cross_no_entry_when_entries_not_allowed_but_exit_still_happens():
-    candles = make_candles(v_shape())
+    candles = make_candles(lead(v_shape()))
     events = simulate(ema_cross, candles, {"fast": 3, "slow": 8}, allowed=False)
     assert actions(events, "enter") == []
     assert any(r == "entries not allowed" for _, a, r, _ in events if a == "hold")
 
-    down = make_candles(rise_then_fall(up=60, down=30))
+    down = make_candles(lead(rise_then_fall(up=60, down=30)))
     ctx = ctx_for(ema_cross, down, position=1.0, entry_price=120.0, allowed=False, fast=3, slow=8)
     d = ema_cross.evaluate(ctx)
     assert d.action == "exit" and d.reason.startswith("cross down")
 
 
 def test_ema_cross_stop_loss_and_max_bars():
-    rising = make_candles([100 + 0.5 * i for i in range(40)])  # fast above slow
+    rising = make_candles([100 + 0.5 * i for i in range(120)])  # fast above slow
     close = rising[-1].close
     base = dict(fast=3, slow=8)
     # no stop configured: hold
@@ -266,7 +276,7 @@ def test_ema_cross_stop_loss_and_max_bars():
 def test_ema_cross_enters_on_the_cross_not_on_the_trend():
     """A flat slot in an established up-trend (fast above slow for long) waits for
     the next cross instead of buying the middle of the move."""
-    rising = make_candles([100 + 0.5 * i for i in range(40)])
+    rising = make_candles([100 + 0.5 * i for i in range(120)])
     closes = [c.close for c in rising]
     assert ind.ema(closes, 3)[-2] > ind.ema(closes, 8)[-2]
     d = ema_cross.evaluate(ctx_for(ema_cross, rising, fast=3, slow=8))
@@ -274,7 +284,7 @@ def test_ema_cross_enters_on_the_cross_not_on_the_trend():
 
 
 def test_ema_cross_position_without_state_starts_counting_now():
-    rising = make_candles([100 + 0.5 * i for i in range(40)])
+    rising = make_candles([100 + 0.5 * i for i in range(120)])
     d = ema_cross.evaluate(ctx_for(ema_cross, rising, position=1, entry_price=100.0, fast=3, slow=8))
     assert d.action == "hold" and d.state == {"entry_ts": rising[-1].ts, "bars_in_trade": 0}
 
@@ -283,13 +293,13 @@ def test_ema_cross_position_without_state_starts_counting_now():
 
 
 def test_rsi_reversion_enters_when_oversold_and_exits_when_overbought():
-    series = v_shape(down=60, up=60, step=0.3)
+    series = lead(v_shape(down=60, up=60, step=0.3))
     candles = make_candles(series)
     params = {"period": 5, "oversold": 25, "overbought": 75}
     events = simulate(rsi_reversion, candles, params)
     entries, exits = actions(events, "enter"), actions(events, "exit")
     assert len(entries) == 1 and len(exits) == 1
-    assert entries[0] < 60 <= exits[0]  # bought in the fall, sold in the rise
+    assert entries[0] < 60 + LEAD <= exits[0]  # bought in the fall, sold in the rise
     w = rsi_reversion.warmup(rsi_reversion.Params(**params))
     closes = [c.close for c in candles]
     assert ind.rsi(closes[entries[0] - w + 1 : entries[0] + 1], 5)[-1] < 25
@@ -299,19 +309,19 @@ def test_rsi_reversion_enters_when_oversold_and_exits_when_overbought():
 
 
 def test_rsi_reversion_respects_entries_allowed_but_still_exits():
-    falling = make_candles(FALLING)
+    falling = make_candles([100 - 0.1 * i for i in range(300)])
     d = rsi_reversion.evaluate(ctx_for(rsi_reversion, falling, allowed=True))
     assert d.action == "enter"
     d = rsi_reversion.evaluate(ctx_for(rsi_reversion, falling, allowed=False))
     assert d.action == "hold" and d.state == {}
-    rising = make_candles([50 + 0.5 * i for i in range(60)])
+    rising = make_candles([50 + 0.5 * i for i in range(300)])
     d = rsi_reversion.evaluate(ctx_for(rsi_reversion, rising, position=2.0, entry_price=50, allowed=False))
     assert d.action == "exit" and d.reason.startswith("RSI")
 
 
 def test_rsi_reversion_max_bars_uses_state():
     # an alternating series keeps the RSI near 50: neither signal
-    flat = make_candles([100 + (0.5 if i % 2 else -0.5) for i in range(80)])
+    flat = make_candles([100 + (0.5 if i % 2 else -0.5) for i in range(300)])
     value = ind.rsi([c.close for c in flat], 14)[-1]
     assert 30 < value < 70
     recent = {"entry_ts": flat[-3].ts}
@@ -406,6 +416,12 @@ def test_warming_up_holds(module):
     p = module.Params()
     w = module.warmup(p)
     assert isinstance(w, int) and w >= 2
+    # A window shorter than the warm-up is all the history there is (docs/strategies.md,
+    # "Indicators"): the strategy warms up until its indicator is defined on it.
+    if module is ema_cross:
+        w = p.slow + 1
+    elif module is rsi_reversion:
+        w = p.period + 1
     few = make_candles(FALLING[: w - 1] if w - 1 <= len(FALLING) else [100 - 0.01 * i for i in range(w - 1)])
     d = module.evaluate(ctx_for(module, few))
     assert d.action == "hold" and d.reason == "warming up"
@@ -457,7 +473,8 @@ def test_params_validation_rejects(module, bad):
 def test_params_accept_good_values_and_are_frozen():
     p = ema_cross.Params(fast=5, slow=20, stop_loss_pct=0.03)
     assert (p.fast, p.slow, p.stop_loss_pct) == (5, 20, 0.03)
-    assert ema_cross.warmup(p) == 60
+    # slow 20: alpha 2/21, (19/21)**185 < 1e-8 < (19/21)**184; 20 seed + 185 + 1 previous bar
+    assert ema_cross.warmup(p) == 206
     assert rsi_reversion.Params(oversold=20, overbought=80).oversold == 20
     assert breakout.warmup(breakout.Params(lookback=55)) == 56
     with pytest.raises(ValidationError):

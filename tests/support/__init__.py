@@ -5,6 +5,8 @@
 - ``ports``: free loopback ports;
 - ``processes``: background processes in their own session, their environment, their end;
 - ``kernel_process``: ``KernelProcess``, the one launcher of a real ``runkernel``;
+- ``console_process``: ``ConsoleProcess``, the one launcher of a real console (manage.py,
+  gunicorn or runserver, its JSON API);
 - ``status_reader``: status.json and control.json of a state dir;
 - ``ledger_reader``: the ledger (and the paper exchange's book) with read-only sqlite3;
 - ``slot_seeds``: slots written into a state dir before its kernel first starts;

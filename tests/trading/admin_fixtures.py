@@ -44,8 +44,10 @@ def slot_status(slot_id: str, symbol: str, strategy: str = "ema_cross", **config
 
 def write_kernel_status(state_dir: Path, *, heartbeat: datetime | None = None, state: str = "running",
                         halt_reason: str | None = None, commands: list[CommandStatus] = (),
-                        tick: int = 10) -> Status:
-    """A status.json as a kernel writes it (same model, same atomic writer)."""
+                        tick: int = 10, strategies: dict | None = None, slots: list[SlotStatus] | None = None
+                        ) -> Status:
+    """A status.json as a kernel writes it (same model, same atomic writer). ``strategies`` and
+    ``slots`` replace the default ones (one ema_cross v1 on btc-5m and eth-5m)."""
     now = timezone.now()
     status = Status(
         state="halted" if halt_reason else state,
@@ -55,9 +57,10 @@ def write_kernel_status(state_dir: Path, *, heartbeat: datetime | None = None, s
         tick=tick,
         halt=HaltStatus(engaged=bool(halt_reason), since=iso(now - timedelta(minutes=3)) if halt_reason else None,
                         reason=halt_reason),
-        strategies={"ema_cross": {"version": 1, "sha256": "24fb674884c290f8" + "0" * 48,
-                                  "loaded_at": iso(now - timedelta(hours=1)), "previous": None}},
-        slots=[slot_status("btc-5m", "BTC/USDT"), slot_status("eth-5m", "ETH/USDT")],
+        strategies=strategies if strategies is not None else {
+            "ema_cross": {"version": 1, "sha256": "24fb674884c290f8" + "0" * 48,
+                          "loaded_at": iso(now - timedelta(hours=1)), "previous": None}},
+        slots=slots if slots is not None else [slot_status("btc-5m", "BTC/USDT"), slot_status("eth-5m", "ETH/USDT")],
         commands=list(commands),
         ledger={"orders": 4, "open_orders": 0, "fills": 4, "realized_pnl": 12.5, "fees": 1.0,
                 "cash": 99000.0, "equity": 100025.0, "unrealized_pnl": 25.0},

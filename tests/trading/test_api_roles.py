@@ -13,6 +13,7 @@ import pytest
 from django.contrib.auth.models import Group, User
 from django.test import Client
 
+from tests.trading.release_fixtures import V1, V2, canary_entry, store_version
 from trading import services
 from trading.models import AuditEvent, ControlCommand, Kernel, Slot
 
@@ -42,6 +43,18 @@ ENDPOINTS = [
     ("get", "/api/commands/{cmd}", None, "view_controlcommand"),
     ("get", "/api/audit", None, "view_auditevent"),
     ("get", "/api/audit/{event}", None, "view_auditevent"),
+    # Releases (issue 11): Operator may canary and shadow; Risk rolls back, aborts, promotes, deploys the fleet.
+    ("get", "/api/kernels/k1/strategies/ema_cross/versions", None, "view_kernel"),
+    ("get", "/api/kernels/k1/strategies/ema_cross/diff?a=1&b=2", None, "view_kernel"),
+    ("post", "/api/kernels/k1/strategies/ema_cross/rollback", {"reason": "role test", "version": 1},
+     "rollback_strategy"),
+    ("post", "/api/kernels/k1/strategies/ema_cross/canary", {"reason": "role test", "slots": ["btc-5m"]},
+     "operate_kernel"),
+    ("post", "/api/kernels/k1/strategies/ema_cross/shadow", {"reason": "role test"}, "operate_kernel"),
+    ("post", "/api/kernels/k1/strategies/rsi_reversion/promote", {"reason": "role test"}, "promote_strategy"),
+    ("post", "/api/kernels/k1/strategies/rsi_reversion/abort", {"reason": "role test"}, "rollback_strategy"),
+    ("get", "/api/fleet/strategies", None, "view_kernel"),
+    ("post", "/api/fleet/strategies/ema_cross/reload", {"reason": "role test"}, "deploy_fleet"),
 ]
 
 
@@ -54,8 +67,9 @@ def test_the_table_covers_every_operation_of_the_schema(client):
         for method in ops
         if not path.startswith(("/api/tokens", "/api/health"))
     }
-    table = {(m, p.replace("k1", "{name}").replace("halted", "{name}").replace("btc-5m", "{slot_id}")
-              .replace("{cmd}", "{command_id}").replace("{event}", "{event_id}")) for m, p, _, _ in ENDPOINTS}
+    table = {(m, p.split("?")[0].replace("k1", "{name}").replace("halted", "{name}").replace("btc-5m", "{slot_id}")
+              .replace("{cmd}", "{command_id}").replace("{event}", "{event_id}")
+              .replace("ema_cross", "{strategy}").replace("rsi_reversion", "{strategy}")) for m, p, _, _ in ENDPOINTS}
     assert documented == table
 
 
@@ -71,13 +85,20 @@ def test_each_endpoint_needs_what_the_admin_needs():
 
 @pytest.fixture
 def kernels(tmp_path) -> dict[str, Kernel]:
-    """Two kernels known to the console; no process runs them (commands land in control.json)."""
+    """Two kernels known to the console; no process runs them (commands land in control.json).
+    k1 has two stored versions of ema_cross, and a canary of rsi_reversion runs on it."""
     made = {}
     for name, halted in (("k1", False), ("halted", True)):
         state_dir = tmp_path / name
         state_dir.mkdir()
+        status = {}
+        if name == "k1":
+            store_version(state_dir, "ema_cross", 1, V1)
+            store_version(state_dir, "ema_cross", 2, V2)
+            status = {"strategies": {"rsi_reversion": {"version": 1, "sha256": "b" * 64, "loaded_at": "",
+                                                       "canary": canary_entry(2, "c" * 64, ["eth-5m"])}}}
         kernel = Kernel.objects.create(name=name, state_dir=str(state_dir), state="halted" if halted else "running",
-                                       halt_engaged=halted)
+                                       halt_engaged=halted, status=status)
         Slot.objects.create(kernel=kernel, slot_id="btc-5m", symbol="BTC/USDT", timeframe="5m",
                             strategy="ema_cross")
         made[name] = kernel

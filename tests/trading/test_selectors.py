@@ -14,24 +14,35 @@ from trading.models import ControlCommand, EquitySample, Fill, Slot
 pytestmark = pytest.mark.django_db
 
 
-def test_kernel_dashboard_counts_closing_sells(idle_kernel):
+def test_kernel_dashboard_shows_the_kernels_round_trips_not_a_sum_of_fills(idle_kernel):
+    # The kernel's figures (status.json, kernel.round_trips) are the dashboard's: fills mirrored with
+    # their own P&L (which leaves out the entry fee) are not summed again.
     now = timezone.now()
     Slot.objects.filter(slot_id="btc-5m").update(unrealized_pnl=5.0)
     for i, (side, pnl) in enumerate([("buy", None), ("sell", 10.0), ("buy", None), ("sell", -4.0), ("sell", 2.0)]):
         Fill.objects.create(kernel=idle_kernel, fill_id=f"f{i}", client_order_id=f"o{i}", slot_id="btc-5m",
                             side=side, qty=1, price=100, fee=0.1, pnl=pnl, at=now - timedelta(minutes=5 - i))
-    Fill.objects.create(kernel=idle_kernel, fill_id="old", client_order_id="o", slot_id="btc-5m", side="sell",
-                        qty=1, price=1, fee=0, pnl=100.0, at=now - timedelta(days=3))
+    idle_kernel.status = {
+        "slots": [{"id": "btc-5m", "position": {"qty": 0.0, "realized_pnl": 7.6, "trades": 3, "wins": 2}}],
+        "ledger": {"realized_pnl": 7.6, "trades": 3, "wins": 2},
+    }
+    idle_kernel.save(update_fields=["status"])
     EquitySample.objects.create(kernel=idle_kernel, at=now, equity=100_010.0)
 
     board = selectors.kernel_dashboard(kernel=idle_kernel, window=timedelta(hours=24))
 
     assert (board["total"]["trades"], board["total"]["wins"]) == (3, 2)
     assert board["total"]["win_rate"] == pytest.approx(2 / 3)
-    assert board["total"]["realized_pnl"] == pytest.approx(8.0)
+    assert board["total"]["realized_pnl"] == pytest.approx(7.6)
     assert board["total"]["unrealized_pnl"] == pytest.approx(5.0)
     assert board["slots"][0]["slot_id"] == "btc-5m" and board["slots"][0]["trades"] == 3
+    assert board["slots"][0]["realized_pnl"] == pytest.approx(7.6)
     assert [e["equity"] for e in board["equity"]] == [100_010.0]
+
+
+def test_kernel_dashboard_of_a_kernel_that_never_reported_shows_no_trades(idle_kernel):
+    board = selectors.kernel_dashboard(kernel=idle_kernel, window=timedelta(hours=24))
+    assert (board["total"]["trades"], board["total"]["win_rate"], board["total"]["realized_pnl"]) == (0, None, 0.0)
 
 
 def test_kernel_strategies_are_those_loaded_and_those_configured(idle_kernel):

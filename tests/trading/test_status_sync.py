@@ -92,3 +92,27 @@ def test_status_sync_if_stale_skips_a_fresh_mirror_and_syncs_an_old_one(db, tmp_
     (tmp_path / "status.json").unlink()
     kernel.status_synced_at = timezone.now() - timedelta(seconds=5)
     assert services.status_sync_if_stale(kernel=kernel)["status"] == "missing"  # a real sync: no status.json
+
+
+def test_a_canarys_automatic_rollback_is_audited_once_with_its_reason(db, tmp_path):
+    """The kernel reports an automatic rollback as a reload result (kernel/canary.py); the console
+    audits it as reload.auto_rolled_back with the canary's command and the reason, once."""
+    from kernel.control import write_status
+    from kernel.protocol import ReloadStatus
+    from tests.trading.admin_fixtures import write_kernel_status
+
+    state_dir = tmp_path / "state"
+    state_dir.mkdir()
+    kernel = Kernel.objects.create(name="k1", state_dir=str(state_dir))
+    status = write_kernel_status(state_dir)
+    status.reloads = [ReloadStatus(at="2026-12-07T10:05:00.000Z", strategy="ema_cross", result="auto_rolled_back",
+                                   error="canary budget spent: 2 faults in 3 cycles (budget 1)",
+                                   old_sha256="b" * 64, new_sha256="a" * 64, command_id="c-canary")]
+    write_status(state_dir / "status.json", status)
+    for _ in range(3):
+        services.status_sync(kernel=kernel)
+    events = AuditEvent.objects.filter(action="reload.auto_rolled_back", kernel_name="k1")
+    assert events.count() == 1
+    event = events.get()
+    assert event.command_id == "c-canary" and event.outcome == "auto_rolled_back"
+    assert "budget" in event.payload["error"] and event.payload["strategy"] == "ema_cross"

@@ -22,6 +22,7 @@ from .access import can, require, safe_next
 from .command_buttons import CommandButtonsMixin, command_wait_s
 from .confirm_views import confirmation_page, confirmed
 from .display import format_age, heartbeat_age, heartbeat_stale, state_badge
+from .releases import ReleaseViewsMixin, fleet_column, fleet_scope
 from .service_forms import Refused, ServiceSaveMixin
 
 DASHBOARD_WINDOWS = {
@@ -45,9 +46,9 @@ KERNEL_BUTTONS = {
 
 
 @admin.register(Kernel)
-class KernelAdmin(ServiceSaveMixin, CommandButtonsMixin, admin.ModelAdmin):
+class KernelAdmin(ReleaseViewsMixin, ServiceSaveMixin, CommandButtonsMixin, admin.ModelAdmin):
     list_display = ("name", "state_display", "heartbeat_display", "halt_display", "control_error_short",
-                    "dashboard_link")
+                    "strategies_display", "dashboard_link")
     search_fields = ("name", "host")
     readonly_fields = (
         "state", "heartbeat_at", "pid", "tick", "halt_engaged", "halt_since", "halt_reason",
@@ -106,6 +107,19 @@ class KernelAdmin(ServiceSaveMixin, CommandButtonsMixin, admin.ModelAdmin):
     def control_error_short(self, obj: Kernel):
         return obj.control_error[:80] or "—"
 
+    @admin.display(description="strategies (sha256)")
+    def strategies_display(self, obj: Kernel):
+        return fleet_column(obj)
+
+    def changelist_view(self, request, extra_context=None):
+        with fleet_scope(request) as fleet:  # the fleet's drift, read once for every row
+            extra_context = {**(extra_context or {}), "fleet": fleet,
+                             "can_fleet_reload": can(request, "fleet.reload")}
+            response = super().changelist_view(request, extra_context)
+            if hasattr(response, "render"):
+                response.render()
+            return response
+
     @admin.display(description="dashboard")
     def dashboard_link(self, obj: Kernel):
         return format_html('<a href="{}">Dashboard</a>', reverse("admin:trading_kernel_dashboard", args=[obj.pk]))
@@ -119,6 +133,7 @@ class KernelAdmin(ServiceSaveMixin, CommandButtonsMixin, admin.ModelAdmin):
     def get_urls(self):
         wrap = self.admin_site.admin_view
         return [
+            *self.release_urls(),
             path("<path:object_id>/dashboard/", wrap(self.dashboard_view), name="trading_kernel_dashboard"),
             path("<path:object_id>/control/<str:action>/", wrap(self.control_view), name="trading_kernel_control"),
             path("<path:object_id>/halt/", wrap(self.halt_view), name="trading_kernel_halt"),

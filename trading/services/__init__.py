@@ -13,7 +13,8 @@ host_kernels (what a task message may ask of this host), task_queue (the one mod
 enqueues Celery tasks, by name), command_records,
 command_delivery, halt_delivery, status_mirror, redelivery, kernels (registration and the
 status sync), command_wait, commands (issuing, one or many, by row or by state dir), halts,
-slots; nothing else needs tokens and roles.
+slots, releases (rollback to a version, canary, shadow, promote, abort, a fleet-wide reload);
+nothing else needs tokens and roles.
 
 Two rules shape the layer:
 
@@ -62,9 +63,20 @@ from .kernels import (
 )
 from .permissions import required_permission
 from .roles import ROLE_OPERATOR, ROLE_RISK, ROLE_VIEWER, TRADING_MODELS, role_permissions, roles_setup
-from .roles import _roles_setup  # noqa: F401 - migration 0003_roles runs it on the historical models
+from .roles import _roles_setup  # noqa: F401 - migrations 0003_roles and 0006 run it on the historical models
 from .routing import halt_queue, kernel_is_local
 from .slots import slot_configure
+from .releases import (
+    FleetKernel,
+    FleetReload,
+    fleet_kernels,
+    fleet_reload,
+    release_abort,
+    release_canary,
+    release_promote,
+    release_rollback,
+    release_shadow,
+)
 from .status_mirror import EQUITY_SAMPLE_EVERY_S
 from .tokens import (
     TOKEN_PREFIX,
@@ -107,6 +119,15 @@ __all__ = [
     "halt_wait",
     "halt_queue",
     "slot_configure",
+    "release_rollback",
+    "release_canary",
+    "release_shadow",
+    "release_promote",
+    "release_abort",
+    "fleet_reload",
+    "fleet_kernels",
+    "FleetReload",
+    "FleetKernel",
     "status_sync",
     "status_sync_if_stale",
     "host_sync",

@@ -1,23 +1,13 @@
 """Who does something: a console user, the OS user of a shell, the system, or a kernel."""
 from __future__ import annotations
 
-import ipaddress
 import os
 import pwd
 import socket
 from dataclasses import dataclass
 from typing import Any
 
-from ..client_ip import client_ip
-
-
-def clean_ip(raw: str | None) -> str | None:
-    if not raw:
-        return None
-    try:
-        return str(ipaddress.ip_address(raw.strip()))
-    except ValueError:
-        return None
+from ..client_ip import clean_ip, client_ip
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,11 @@ _PERMISSIONS = {
     "halt": "trading.engage_halt",
     "release": "trading.release_halt",
     "rollback": "trading.rollback_strategy",
+    # Releases (issue 11): a canary or a shadow is a reload (operate_kernel); promote, pruning
+    # stored versions and a reload of the whole fleet are Risk's.
+    "promote": "trading.promote_strategy",
+    "versions.prune": "trading.rollback_strategy",
+    "fleet.reload": "trading.deploy_fleet",
     "slot.configure": "trading.configure_slot",
     "slot.add": "trading.configure_slot",
 }

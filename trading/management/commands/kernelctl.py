@@ -1,7 +1,9 @@
 """``python manage.py kernelctl --state-dir DIR ACTION [SLOT]``: steer a kernel from a shell.
 
 Writes commands and the halt flag into control.json (atomically, under the writers'
-lock) and prints what status.json says. ``status`` and ``ledger`` only read.
+lock) and prints what status.json says. ``status``, ``ledger``, ``versions STRATEGY`` (the
+kernel's release store) and ``diff STRATEGY A B`` (two stored versions, A/B numbers or sha256
+prefixes) only read.
 
 Actions are recorded in the console's audit log as the OS user (``user@host``), through
 the same services as the admin and the API (trading.services): a console command, so it
@@ -24,11 +26,13 @@ from django.db import DatabaseError
 from kernel import control_client as ctl
 from kernel.control import ControlError
 from kernel.ledger import LEDGER_FILE, Ledger
+from kernel.errors import ReloadFailed
 from kernel.protocol import ACTIONS
+from kernel.release_store import VERSIONS_DIR, store_diff, store_list
 from trading import services
 from trading.models import Kernel
 
-READ_ACTIONS = ("status", "ledger")
+READ_ACTIONS = ("status", "ledger", "versions", "diff")
 EXIT_REJECTED = 3
 EXIT_TIMEOUT = 4
 
@@ -38,7 +42,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("action", choices=READ_ACTIONS + ("halt",) + ACTIONS)
-        parser.add_argument("slot", nargs="?", default=None, help="slot id, for slot.* actions")
+        parser.add_argument("slot", nargs="?", default=None,
+                            help="slot id, for slot.* actions; the strategy, for versions and diff")
+        parser.add_argument("refs", nargs="*", default=[], help="diff: the two versions (numbers or sha256 prefixes)")
         parser.add_argument("--state-dir", default=None, help="kernel state dir (default: FORESIGHT_STATE_DIR)")
         parser.add_argument("--reason", default=None, help="why (halt)")
         parser.add_argument("--strategy", default=None, help="strategy name (reload, rollback)")
@@ -54,6 +60,16 @@ class Command(BaseCommand):
             return self._status(state_dir, o["json"])
         if action == "ledger":
             return self._ledger(state_dir, o["json"])
+        if action in ("versions", "diff"):
+            strategy = o["slot"] or o["strategy"]
+            if not strategy:
+                raise CommandError(f"{action} needs a strategy: kernelctl {action} STRATEGY"
+                                   + (" A B" if action == "diff" else ""))
+            if action == "versions":
+                return self._versions(state_dir, strategy, o["json"])
+            return self._diff(state_dir, strategy, o["refs"])
+        if o["refs"]:
+            raise CommandError(f"unexpected arguments: {' '.join(o['refs'])}")
         if action == "halt":
             return self._halt(state_dir, o["reason"] or "halted from kernelctl", o["wait"], o["timeout"])
         cmd_args = {}
@@ -173,13 +189,54 @@ class Command(BaseCommand):
         if st.control_error:
             self.stdout.write(f"control.json error: {st.control_error}")
         for name, v in st.strategies.items():
-            self.stdout.write(f"strategy {name}: v{v.version} {v.sha256[:12]} loaded {v.loaded_at}")
+            drift = (f"  working tree differs from running v{v.version}"
+                     if v.working_tree is not None and v.working_tree.differs else "")
+            self.stdout.write(f"strategy {name}: v{v.version} {v.sha256[:12]} loaded {v.loaded_at}{drift}")
         for s in st.slots:
             fault = f"  fault: {s.fault}" if s.fault else ""
             self.stdout.write(
                 f"  {s.id:<12} {s.symbol:<10} {s.timeframe:<4} {s.strategy:<14} v{s.strategy_version} "
-                f"{s.state:<8} pos {s.position.qty:.6g} cycles {s.cycles} missed {s.missed_cycles}{fault}"
+                f"{s.state:<8} pos {s.position.qty:.6g} cycles {s.cycles} missed {s.missed_cycles} "
+                f"realized {s.position.realized_pnl:.2f} trades {s.position.trades} wins {s.position.wins}"
+                f"{f' dust {s.dust_qty:.8g}' if s.dust_qty else ''}{fault}"
+                f"{f'  unsellable: {s.unsellable}' if s.unsellable else ''}"
             )
+        lg = st.ledger
+        self.stdout.write(f"total realized {lg.realized_pnl:.2f} trades {lg.trades} wins {lg.wins} fees {lg.fees:.2f}"
+                          f"{f'  trades pending for {lg.trades_pending} order(s)' if lg.trades_pending else ''}")
+
+    def _versions(self, state_dir: Path, strategy: str, as_json: bool) -> None:
+        root = state_dir / VERSIONS_DIR
+        if not root.is_dir():
+            raise CommandError(f"no release store in {state_dir} (has a kernel of this version run there?)")
+        entries = store_list(root, strategy, verify=True)
+        try:
+            st = ctl.status(state_dir)
+        except ControlError:
+            st = None
+        running = st.strategies.get(strategy) if st is not None else None
+        current = running.sha256 if running is not None else None
+        for m in entries:
+            m["current"] = m.get("sha256") == current
+        if as_json:
+            self.stdout.write(json.dumps(entries, indent=2))
+            return
+        if not entries:
+            raise CommandError(f"no stored version of {strategy} in {root}")
+        for m in entries:
+            mark = "  * current" if m["current"] else ""
+            bad = f"  CORRUPT: {m['corrupt']}" if m.get("corrupt") else ""
+            self.stdout.write(f"v{m.get('number')!s:<4} {m['sha256'][:12]}  {m.get('first_loaded_at')}  "
+                              f"by {m.get('by') or '-'}  commit {str(m.get('commit'))[:12]}{mark}{bad}")
+
+    def _diff(self, state_dir: Path, strategy: str, refs: list[str]) -> None:
+        if len(refs) != 2:
+            raise CommandError("diff needs two versions: kernelctl diff STRATEGY A B (numbers or sha256 prefixes)")
+        try:
+            text = store_diff(state_dir / VERSIONS_DIR, strategy, refs[0], refs[1])
+        except ReloadFailed as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(text or f"{refs[0]} and {refs[1]} hold the same code", ending="")
 
     def _ledger(self, state_dir: Path, as_json: bool) -> None:
         path = state_dir / LEDGER_FILE
@@ -200,7 +257,10 @@ class Command(BaseCommand):
             return
         self.stdout.write(json.dumps(data["summary"]))
         for slot, p in data["positions"].items():
-            self.stdout.write(f"  {slot:<12} qty {p['qty']:.8g} realized {p['realized_pnl']:.2f} trades {p['trades']}")
+            dust = f" dust {p['dust_qty']:.8g}" if p.get("dust_qty") else ""
+            stuck = f"  unsellable: {p['unsellable']}" if p.get("unsellable") else ""
+            self.stdout.write(f"  {slot:<12} qty {p['qty']:.8g} realized {p['realized_pnl']:.2f} trades {p['trades']}"
+                              f" wins {p['wins']}{dust}{stuck}")
 
 
 def vars_of(p) -> dict:
