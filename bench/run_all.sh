@@ -41,4 +41,7 @@ for a in "$@"; do [ "$a" = --quick ] && quick=(--quick); done
 "$PY" -m bench.console_load "${simple[@]}"
 "$PY" -m bench.profile_hotpaths "${quick[@]}"
 "$PY" -m bench.statelessness_check "${quick[@]}"
+"$PY" -m bench.version_store "${quick[@]}"
+"$PY" -m bench.shadow_cost "${quick[@]}"
+"$PY" -m bench.ccxt_feed_fetch "${quick[@]}"
 "$PY" -m bench.plot "${quick[@]}"

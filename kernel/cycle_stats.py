@@ -20,7 +20,7 @@ def percentile(values: list[float], q: float) -> float | None:
 class CycleStats:
     def __init__(self) -> None:
         self.totals = {"ran": 0, "missed": 0, "missed_while_down": 0, "late": 0, "faults": 0, "abandoned": 0,
-                       "orders": 0, "refused": 0, "halted": 0}
+                       "orders": 0, "refused": 0, "halted": 0, "skipped": 0}
         self.lags: deque[int] = deque(maxlen=5000)
         self.lock_waits_ns: deque[int] = deque(maxlen=5000)
 

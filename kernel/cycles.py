@@ -35,9 +35,10 @@ from .versions import StrategyRegistry
 from .versions.checks import ContextFailed, Halted, SmokeSample, build_context, run_evaluate
 from .workers import Job, WorkerPool
 
-__all__ = ["CycleOutcome", "Cycles", "HALTED"]
+__all__ = ["CycleOutcome", "Cycles", "HALTED", "SKIPPED"]
 
 HALTED = "halted"  # the result of a cycle a halt stopped before any strategy call of it
+SKIPPED = "skipped"  # the result of a cycle whose candle the feed does not have: evaluate not called
 
 log = logging.getLogger("kernel")
 
@@ -59,6 +60,7 @@ class CycleOutcome:
     state_schema: int | None = None
     fault: str | None = None
     order: dict[str, Any] | None = None
+    data_ended: bool = False  # skipped because the replay data of its symbol/timeframe ended
     job: Job | None = None  # the job that ran it: whether it was abandoned is that job's, not the slot's
 
 
@@ -173,6 +175,11 @@ class Cycles:
             )
             ctx = build_context(version, sample, close_ms=close_ms, feed=self._feed, should_stop=halted)
             candles = ctx.candles
+            missing = self._missing_candle(cfg, ctx)
+            if missing is not None:  # never evaluate a stale window, nor price an order at its close
+                out.result, out.reason, out.data_ended = SKIPPED, missing[0], missing[1]
+                out.duration_us = (time.perf_counter_ns() - t0) // 1000
+                return out
             decision = run_evaluate(version, ctx, halted)
             if version.state_changed():
                 version.tainted = "evaluate changed module-level state"
@@ -225,6 +232,22 @@ class Cycles:
             # After the live order is placed: the shadow gets this same context, and is not waited for.
             shadow.offer(sample, close_ms=close_ms, candles=candles, live=decision.action, live_reason=decision.reason)
         return out
+
+    def _missing_candle(self, cfg: SlotConfig, ctx: Any) -> tuple[str, bool] | None:
+        """Why the cycle's own candle (the one that closed at ``ctx.now_ms``) is not the newest
+        of ``ctx.candles`` — a feed gap, or the end of replay data (then True) — or None."""
+        candles = ctx.candles
+        if candles and candles[-1].ts == ctx.candle_ms:
+            return None
+        tf_ms = ctx.now_ms - ctx.candle_ms
+        data_end = getattr(self._feed, "data_end_ms", None)  # a replay feed knows where its data ends
+        end = data_end(cfg.symbol, cfg.timeframe) if data_end is not None else None
+        if end is not None and ctx.now_ms > end:
+            return (f"replay data for {cfg.symbol} {cfg.timeframe} ended at {ms_to_iso(end)}: "
+                    "no more cycles for this slot"), True
+        newest = f"closes at {ms_to_iso(candles[-1].ts + tf_ms)}" if candles else "is none"
+        return (f"no candle closing at {ms_to_iso(ctx.now_ms)} ({cfg.symbol} {cfg.timeframe}): "
+                f"the feed's newest {newest}; evaluate not called"), False
 
     @staticmethod
     def _skipped(out: CycleOutcome, reason: str) -> CycleOutcome:
@@ -279,6 +302,12 @@ class Cycles:
             slot.inflight = None
         if slot.pending_config is not None:
             slot.apply_pending_config(scheduler=self._scheduler, clock=self._clock, changes=changes)
+        if out.data_ended:
+            if slot.fault == out.reason:
+                return  # recorded once already: the slot stays stopped, its later closes are not recorded
+            slot.fault = out.reason  # the slot shows it stopped (paused), not a strategy fault
+            changes.status_urgent = True
+            log.warning("slot %s stopped: %s", slot.id, out.reason)
         result = "abandoned" if abandoned else out.result
         if out.order and out.order.get("status") == "refused":
             result = f"{result}:refused:{out.order.get('reason')}"
@@ -289,9 +318,11 @@ class Cycles:
         slot.last_cycle_ms = out.close_ms
         if out.result == HALTED:
             totals["halted"] += 1  # recorded, but no strategy code of it ran
+        elif out.result == SKIPPED:
+            totals["skipped"] += 1  # recorded, but evaluate was not called: no candle
         else:
             totals["ran"] += 1
-        if out.version is not None and out.result != HALTED:
+        if out.version is not None and out.result not in (HALTED, SKIPPED):
             slot.last_cycle_version, slot.last_cycle_sha256 = out.version, out.sha256
         if out.lag_ms is not None:
             self.stats.lags.append(out.lag_ms)
@@ -317,7 +348,8 @@ class Cycles:
         if out.order:
             slot.last_order = out.order
         run = self._registry.canary.get(out.strategy) or self._registry.last_canary.get(out.strategy)
-        if run is not None and out.slot in run.slots and out.sha256 == run.version.sha256 and out.result != HALTED:
+        if run is not None and out.slot in run.slots and out.sha256 == run.version.sha256 \
+                and out.result not in (HALTED, SKIPPED):
             if run.active:
                 self._canary_outcome(run, slot, out, abandoned)
             elif run.state != "promoted":  # a cycle of a canary that ended since: its fault goes with it

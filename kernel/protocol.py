@@ -345,4 +345,4 @@ class Status(BaseModel):
     slots: list[SlotStatus] = Field(default_factory=list)
     fills: list[FillStatus] = Field(default_factory=list)  # recent, oldest first
     ledger: LedgerSummary = Field(default_factory=LedgerSummary)
-    cycles: dict[str, Any] = Field(default_factory=dict)  # totals: ran, missed, late, lag
+    cycles: dict[str, Any] = Field(default_factory=dict)  # totals: ran, missed, late, halted, skipped, lag

@@ -73,6 +73,10 @@ class Context:
     params: StrategyParams
     state: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     entries_allowed: bool = True  # False while the kernel or the slot is paused
+    # The open time (ms) of the candle this cycle is for: the one that closed at now_ms. The
+    # kernel always sets it, and calls evaluate only when candles[-1] is that candle (a cycle
+    # without it is recorded ``skipped``); None only in a Context built by hand.
+    candle_ms: int | None = None
 
     @property
     def closes(self) -> list[float]:

@@ -31,6 +31,7 @@ from .schemas import (
     CommandAcceptedOut,
     CommandOut,
     ErrorOut,
+    FleetHealthOut,
     HaltIn,
     KernelDetailOut,
     KernelOut,
@@ -63,6 +64,7 @@ slots_router = Router(auth=API_AUTH, tags=["slots"])
 commands_router = Router(auth=API_AUTH, tags=["commands"])
 audit_router = Router(auth=API_AUTH, tags=["audit"])
 tokens_router = Router(auth=API_AUTH, tags=["tokens"])
+health_router = Router(auth=None, tags=["health"])
 
 
 def _require(request: HttpRequest, perm: str) -> None:
@@ -281,10 +283,28 @@ def token_revoke(request, token_id: int = Path(..., ge=1, le=2**62)):
     return Status(204, None)
 
 
+# ===================================================================== health
+
+
+@health_router.get("/kernels", response={200: FleetHealthOut, 503: FleetHealthOut}, operation_id="health_kernels")
+def health_kernels(request):
+    """For uptime monitors: 503 when any kernel is stale (not reporting), halted or has a
+    faulted slot, 200 otherwise; the body lists each kernel's problems. No login: it says
+    no more than names, states and problem codes (no halt reason, no actor)."""
+    kernels = [{
+        "name": row["name"], "state": row["state"], "condition": row["condition"], "stale": row["stale"],
+        "halted": row["halt"] is not None, "heartbeat_age_s": row["heartbeat_age_s"],
+        "faulted_slots": row["faulted_slots"], "problems": row["problems"],
+    } for row in selectors.console_health()["kernels"]]
+    ok = not any(k["stale"] or k["halted"] or k["faulted_slots"] for k in kernels)
+    return Status(200 if ok else 503, {"ok": ok, "kernels": kernels})
+
+
 def add_routers(api) -> None:
     api.add_router("/kernels", kernels_router)
     api.add_router("/kernels", slots_router)
     api.add_router("/commands", commands_router)
     api.add_router("/audit", audit_router)
     api.add_router("/tokens", tokens_router)
+    api.add_router("/health", health_router)
 

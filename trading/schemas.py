@@ -9,6 +9,7 @@ from pydantic import ConfigDict, field_validator
 
 from kernel.protocol import STRATEGY_NAME_PATTERN, SYMBOL_PATTERN, TIMEFRAMES
 
+from .console_health import kernel_stale
 from .models import ApiToken, AuditEvent, ControlCommand, Kernel, Slot
 
 # The protocol's patterns (slot ids, strategy names, symbols, command ids) come from
@@ -36,6 +37,28 @@ class KernelOut(ModelSchema):
             "name", "host", "queue", "state_dir", "state", "heartbeat_at", "pid", "tick", "halt_engaged",
             "halt_since", "halt_reason", "halt_requested_at", "control_error", "status_synced_at",
         ]
+
+    stale: bool = Field(False, description="no heartbeat for FORESIGHT_STALE_AFTER_S seconds (a clean stop is not stale)")
+
+    @staticmethod
+    def resolve_stale(obj: Kernel) -> bool:
+        return kernel_stale(obj)
+
+
+class KernelHealthOut(Schema):
+    name: str
+    state: str = Field(..., description="as the kernel last reported it")
+    condition: str = Field(..., description="halted, not reporting, stopped, or the state")
+    stale: bool
+    halted: bool
+    heartbeat_age_s: Optional[float] = Field(None, description="seconds since the last heartbeat; null: never")
+    faulted_slots: int
+    problems: list[str] = Field(..., description="what needs a human: halted, stale, faulted, control_error")
+
+
+class FleetHealthOut(Schema):
+    ok: bool = Field(..., description="false (and status 503) when any kernel is stale, halted or faulted")
+    kernels: list[KernelHealthOut]
 
 
 class KernelDetailOut(KernelOut):

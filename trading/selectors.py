@@ -8,6 +8,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from .models import ApiToken, AuditEvent, ControlCommand, EquitySample, Kernel, Slot
+from .console_health import console_health, kernel_stale
 from .release_reads import fleet_strategies, kernel_releases, strategy_versions, version_diff
 from .services import NotFound
 
@@ -30,6 +31,8 @@ __all__ = [
     "version_diff",
     "fleet_strategies",
     "kernel_releases",
+    "console_health",
+    "kernel_stale",
 ]
 
 

@@ -7,7 +7,8 @@ increasing. A header line is optional. A gap in a file is simply missing candles
 nothing is invented to fill it.
 
 :class:`ReplayFeed` has the semantics of :class:`kernel.feeds.Feed`: closed candles
-only, none closing after ``end_close_ms``. ``last_price`` is the close of the latest
+only, none closing after ``end_close_ms``. ``data_end_ms`` is the close of a file's last
+candle: where its replay data ends. ``last_price`` is the close of the latest
 candle closed at or before ``at_ms``, over all the timeframes on file for the
 symbol (the finest wins a tie). Files are read once, on first use, and checked
 whole: a missing file, a malformed row (file and line are named), misaligned or
@@ -216,6 +217,13 @@ class ReplayFeed:
         last_open = last_closed_open_ms(end_close_ms, series.tf_ms)
         stop = bisect.bisect_right(series.ts, last_open)
         return list(series.candles[max(0, stop - limit) : stop])
+
+    def data_end_ms(self, symbol: str, timeframe: str) -> int | None:
+        """The close of the last candle on file for ``symbol`` ``timeframe`` (None: an empty
+        file). After it the file has no more data: a cycle for a later close has no candle,
+        and never will (kernel/cycles.py stops the slot)."""
+        series = self._load(symbol, timeframe)
+        return series.ts[-1] + series.tf_ms if series.ts else None
 
     def last_price(self, symbol: str, at_ms: int) -> float:
         timeframes = [tf for sym, tf in self.available() if sym == symbol]

@@ -97,7 +97,9 @@ def build_context(version: StrategyVersion, sample: SmokeSample, *, close_ms: in
                   should_stop: ShouldStop = None) -> Context:
     """The Context of the cycle for the candle closing at ``close_ms``: the slot's params
     (validated by the version), the version's full warm-up of candles ending at that close,
-    the slot's state (migrated), position and entry price, and ``now_ms`` the close itself.
+    the slot's state (migrated), position and entry price, ``now_ms`` the close itself and
+    ``candle_ms`` the open time of the candle that closed then (whether the feed had it is
+    the caller's to check: a live cycle does, kernel/cycles.py).
     Raises Halted, or ContextFailed with the stage that failed."""
     check_halt(should_stop, "params")
     try:
@@ -121,6 +123,7 @@ def build_context(version: StrategyVersion, sample: SmokeSample, *, close_ms: in
         slot=sample.slot, symbol=sample.symbol, timeframe=sample.timeframe, now_ms=close_ms, candles=candles,
         position=sample.position, entry_price=sample.entry_price, params=params,
         state=types.MappingProxyType(state), entries_allowed=sample.entries_allowed,
+        candle_ms=close_ms - _tf_ms(sample.timeframe),
     )
 
 

@@ -136,3 +136,53 @@ def test_start_option_begins_the_replay_later(tmp_path: Path, world) -> None:
     _replay(state, world, "--speed", "inf", "--start", "2023-11-15T10:00:00Z")
     first = rows(state / "ledger.sqlite3", "SELECT MIN(candle_ms) AS m FROM cycles WHERE slot='btc-5m'")[0]["m"]
     assert first == 1_700_042_700_000  # 10:05Z, the first close after the start
+
+
+def test_a_gap_in_the_candles_skips_its_cycle_and_the_end_of_a_files_data_stops_its_slot(tmp_path: Path, world) -> None:
+    """The cycle whose candle is missing does not evaluate the stale window: it is recorded
+    ``skipped`` with the reason, no order. A slot whose file ends before the others is stopped
+    once, visibly (its fault says so), while the others run to the last candle."""
+    from kernel.feeds.replay import csv_name, read_csv, write_csv
+
+    end = START_MS + 2 * 3_600_000
+    src = world["candles"]
+    btc = [c for c in read_csv(src / csv_name("BTC/USDT", "5m")) if c.ts + 300_000 <= end]
+    eth = [c for c in read_csv(src / csv_name("ETH/USDT", "5m")) if c.ts + 300_000 <= end - 3_600_000]
+    gap_open = START_MS + 30 * 60_000  # the candle of 00:30-00:35 after the start is missing
+    candles = tmp_path / "candles"
+    write_csv(candles / csv_name("BTC/USDT", "5m"), [c for c in btc if c.ts != gap_open])
+    write_csv(candles / csv_name("ETH/USDT", "5m"), eth)
+    eth_end = eth[-1].ts + 300_000
+    state = tmp_path / "gappy"
+    seed_slots(state, [SlotConfig(id="btc", symbol="BTC/USDT", timeframe="5m", strategy="flipflop"),
+                       SlotConfig(id="eth", symbol="ETH/USDT", timeframe="5m", strategy="flipflop")])
+    kernel = KernelProcess(state, ["--feed", "replay", "--replay-dir", str(candles), "--speed", "inf",
+                                   "--strategies-dir", str(world["strategies"]), "--tick-ms", "5"])
+    code = kernel.start(wait=False).wait_exit(timeout=120)
+    assert code == 0, (state / "kernel.log").read_text(errors="replace")[-3000:]
+
+    db = state / "ledger.sqlite3"
+    cycles = rows(db, "SELECT slot, candle_ms, result, reason FROM cycles ORDER BY slot, candle_ms")
+    btc_cycles = {c["candle_ms"]: c for c in cycles if c["slot"] == "btc"}
+    gap_close = gap_open + 300_000
+    assert btc_cycles[gap_close]["result"] == "skipped"
+    assert btc_cycles[gap_close]["reason"] == (
+        f"no candle closing at {ms_to_iso(gap_close)} (BTC/USDT 5m): the feed's newest closes at "
+        f"{ms_to_iso(gap_open)}; evaluate not called")
+    assert [c for c, row in btc_cycles.items() if row["result"] == "skipped"] == [gap_close]
+    assert max(btc_cycles) == end, "the other slots run to the last candle"
+    orders = rows(db, "SELECT slot, candle_ms FROM orders")
+    assert not [o for o in orders if o["slot"] == "btc" and o["candle_ms"] == gap_close], "no order at the gap"
+    assert {o["candle_ms"] for o in orders if o["slot"] == "btc"} >= {gap_close - 300_000, gap_close + 300_000}
+
+    eth_cycles = [c for c in cycles if c["slot"] == "eth"]
+    skipped = [c for c in eth_cycles if c["result"] == "skipped"]
+    reason = f"replay data for ETH/USDT 5m ended at {ms_to_iso(eth_end)}: no more cycles for this slot"
+    assert [(c["candle_ms"], c["reason"]) for c in skipped] == [(eth_end + 300_000, reason)], "recorded once"
+    assert max(c["candle_ms"] for c in eth_cycles) == eth_end + 300_000
+    assert not [o for o in orders if o["slot"] == "eth" and o["candle_ms"] > eth_end]
+    status = read_status(state)
+    slot = next(s for s in status["slots"] if s["id"] == "eth")
+    assert slot["state"] == "paused" and slot["fault"] == reason
+    assert next(s for s in status["slots"] if s["id"] == "btc")["fault"] is None
+    assert status["cycles"]["skipped"] == 2 and status["clock_at"] == ms_to_iso(end)

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from kernel.control import append_commands
-from kernel.protocol import Command
+from kernel.protocol import Command, ms_to_iso
 from tests.kernel.kernel_driver import M5, M15, make_driver
 from tests.support.waiting import wait_until
 
@@ -154,3 +154,70 @@ def test_a_cycle_queued_before_a_halt_and_started_after_it_runs_no_strategy_code
     assert called == [] and len(k.ledger.orders()) == orders and slot.strategy_state == state
     snap = k.snapshot()
     assert snap["cycles"]["halted"] == 1 and snap["halt"]["observed_at_ns"] > 0
+
+
+class _GappyFeed:
+    """The synthetic feed without the candles that open at ``gaps`` (a feed gap)."""
+
+    def __init__(self, gaps: set[int]) -> None:
+        from kernel.feeds.synthetic import SyntheticFeed
+
+        self._inner = SyntheticFeed(seed=7)
+        self.gaps = gaps
+
+    def candles(self, symbol, timeframe, end_close_ms, limit):
+        return [c for c in self._inner.candles(symbol, timeframe, end_close_ms, limit) if c.ts not in self.gaps]
+
+    def last_price(self, symbol, at_ms):
+        return self._inner.last_price(symbol, at_ms)
+
+
+def test_a_cycle_without_its_candle_is_skipped_with_the_reason_and_evaluate_is_never_called(tmp_path, strategies):
+    from kernel.cycles import SKIPPED
+    from kernel.brokers.paper import PaperBroker
+    from kernel.kernel import Kernel, KernelOptions
+    from tests.kernel.kernel_driver import Driver
+
+    feed = _GappyFeed(set())
+
+    class GappyDriver(Driver):
+        def _build(self) -> Kernel:
+            opts = KernelOptions(state_dir=self.state_dir, strategies_dir=self.strategies, workers=4)
+            return Kernel(opts, clock=self.clock, feed=feed,
+                          broker=PaperBroker(self.state_dir / "paper-exchange.sqlite3", cash=100_000.0))
+
+    d = GappyDriver(tmp_path / "state", strategies)
+    try:
+        d.add_slot("btc-5m", "flip")
+        d.advance(2 * M5)
+        k = d.kernel
+        slot = k.slots["btc-5m"]
+        ran = d.cycles("btc-5m")
+        assert [r["result"] for r in ran] and SKIPPED not in {r["result"] for r in ran}
+        seen: list[tuple] = []
+        flip = k.registry.get("flip")
+        real = flip.evaluate
+        close = slot.last_cycle_ms + M5
+        feed.gaps.add(close - M5)  # the candle of the next close never arrives
+        orders, state, price = len(k.ledger.orders()), dict(slot.strategy_state), slot.last_price
+
+        def raising(ctx):
+            raise AssertionError("evaluate called on a stale window")
+
+        flip.evaluate = raising
+        d.advance(M5)
+        last = d.cycles("btc-5m")[-1]
+        assert (last["candle_ms"], last["result"]) == (close, SKIPPED), last
+        assert last["reason"].startswith(f"no candle closing at {ms_to_iso(close)} (BTC/USDT 5m)"), last
+        assert f"the feed's newest closes at {ms_to_iso(close - M5)}" in last["reason"]
+        assert len(k.ledger.orders()) == orders and slot.strategy_state == state and slot.last_price == price
+        s = d.slot("btc-5m")
+        assert s["fault"] is None and s["state"] == "active", "a gap is not a fault: the next candle runs"
+        assert k.snapshot()["cycles"]["skipped"] == 1
+
+        flip.evaluate = lambda ctx: seen.append((ctx.now_ms, ctx.candle_ms, ctx.candles[-1].ts)) or real(ctx)
+        d.advance(M5)  # the next candle is there again: evaluated, told which candle it is for
+        assert seen == [(close + M5, close, close)]
+        assert d.cycles("btc-5m")[-1]["result"] != SKIPPED
+    finally:
+        d.close()

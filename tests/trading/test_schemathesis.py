@@ -58,7 +58,10 @@ def test_api_never_fails_and_always_matches_its_schema(case, operator_token):
             case.query["wait"] = min(float(case.query["wait"]), MAX_WAIT_S)
         except (TypeError, ValueError):
             pass  # an invalid value stays: it must be a 422
+    # /api/health/kernels answers 503 by design when a kernel is stale, halted or faulted (these
+    # kernels never reported): its body must still match the schema.
+    by_design_503 = case.path == "/api/health/kernels"
     case.call_and_validate(
         headers={"Authorization": f"Bearer {operator_token}"},
-        checks=[not_a_server_error, response_schema_conformance],
+        checks=[response_schema_conformance] if by_design_503 else [not_a_server_error, response_schema_conformance],
     )
