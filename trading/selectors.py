@@ -119,22 +119,10 @@ def audit_list(
     return qs.order_by("-at", "-id")
 
 
-def audit_page(
-    *,
-    offset: int,
-    limit: int,
-    action: str | None = None,
-    actor: str | None = None,
-    kernel: str | None = None,
-    slot: str | None = None,
-    command_id: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-) -> dict[str, Any]:
-    """One page of :func:`audit_list` (same filters): the events from ``offset``, at most
-    ``limit`` of them, and how many match in all."""
-    qs = audit_list(action=action, actor=actor, kernel=kernel, slot=slot, command_id=command_id, since=since,
-                    until=until)
+def audit_page(*, offset: int, limit: int, **filters: Any) -> dict[str, Any]:
+    """One page of :func:`audit_list` (its filters, by the same names): the events from
+    ``offset``, at most ``limit`` of them, and how many match in all."""
+    qs = audit_list(**filters)
     items = list(qs[offset:offset + limit])
     return {"count": qs.count(), "limit": limit, "offset": offset, "items": items}
 

@@ -189,6 +189,20 @@ def test_token_calls_are_throttled_at_the_configured_rate_and_sessions_are_not(s
     assert {browser.get("/api/tokens").status_code for _ in range(5)} == {200}
 
 
+def test_a_halt_is_never_throttled_even_when_the_tokens_quota_is_spent(settings, tmp_path):
+    from trading.models import Kernel
+    settings.FORESIGHT_API_RATE = "2/m"
+    risk = User.objects.create_user("rita", is_superuser=True)
+    _token, raw = services.token_create(user=risk, name="monitor")
+    Kernel.objects.create(name="k9", state_dir=str(tmp_path))
+    script = Client(HTTP_AUTHORIZATION=f"Bearer {raw}")
+    assert [script.get("/api/tokens").status_code for _ in range(3)] == [200, 200, 429]
+    halted = script.post("/api/kernels/k9/halt", data={"reason": "runaway"}, content_type="application/json")
+    assert halted.status_code == 202, halted.content
+    assert AuditEvent.objects.filter(action="halt.engaged", kernel_name="k9").exists()
+    assert script.get("/api/tokens").status_code == 429  # the quota still holds for everything else
+
+
 # --------------------------------------------------------------------- oversized bodies
 
 
