@@ -16,6 +16,9 @@ docs/deployment.md has the whole layout (routing per host, Redis persistence, ti
 import os
 
 from celery import Celery
+from celery.signals import after_setup_logger, after_setup_task_logger
+
+from foresight_site.log_format import worker_handlers_format
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "foresight_site.settings")
 
@@ -25,3 +28,12 @@ if app.conf.task_serializer == "auth":  # FORESIGHT_CELERY_SIGNING_* set (settin
     # Signed JSON bodies only: every other serializer (pickle, yaml...) is disabled.
     app.setup_security(allowed_serializers=["json"], serializer="json")
 app.autodiscover_tasks()
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _worker_log_format(logger=None, **_) -> None:
+    """A worker's lines in FORESIGHT_LOG_FORMAT, with the command filter (foresight_site/log_format.py)."""
+    from django.conf import settings  # configured by now: celery sets up logging after django.setup()
+
+    worker_handlers_format(logger=logger, log_format=getattr(settings, "LOG_FORMAT", "text"))

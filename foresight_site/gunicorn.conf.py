@@ -23,6 +23,10 @@ Overrides: ``WEB_CONCURRENCY`` (workers), or gunicorn's own flags and ``GUNICORN
 """
 import os
 
+from gunicorn.glogging import Logger
+
+from foresight_site.log_format import gunicorn_logs_format, log_format_setting
+
 bind = "127.0.0.1:8000"
 workers = int(os.environ.get("WEB_CONCURRENCY", "").strip() or 3)
 worker_class = "gthread"
@@ -38,3 +42,15 @@ graceful_timeout = 30
 def on_starting(server):
     """Keep worker_connections equal to the threads a flag or GUNICORN_CMD_ARGS may have changed."""
     server.cfg.set("worker_connections", server.cfg.threads)
+
+
+class FormatLogger(Logger):
+    """gunicorn's own lines (from its first, "Starting gunicorn") in FORESIGHT_LOG_FORMAT
+    (foresight_site/log_format.py)."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        gunicorn_logs_format(gunicorn_log=self, log_format=log_format_setting())
+
+
+logger_class = FormatLogger

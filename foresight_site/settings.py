@@ -42,6 +42,8 @@ Logins, API tokens and throttling (docs/operations.md, "Logins and tokens"):
     FORESIGHT_STATE_DIR                  the kernel's control.json/status.json folder; default var/kernel
     FORESIGHT_LOG_LEVEL                  default INFO; every record is redacted as it is made
                                          (foresight_site/log_redaction.py)
+    FORESIGHT_LOG_FORMAT                 text (default) or json: one object a line (foresight_site/log_format.py)
+    FORESIGHT_METRICS_TOKEN              /metrics to its bearer too; default: loopback clients only (docs/monitoring.md)
     FORESIGHT_STATIC_ROOT                where collectstatic puts the admin's files for the web server
                                          in front; default var/static (development: var/ is private)
 
@@ -107,7 +109,9 @@ from foresight_site.environment import (
     proxy_ssl_header,
     sqlite_database,
 )
+from foresight_site.log_format import log_format_setting, logging_with_format
 from foresight_site.private_files import private_file
+from foresight_site.notification_settings import notification_settings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = BASE_DIR / "var"
@@ -241,6 +245,10 @@ MIDDLEWARE = [
     # Last, as django-axes asks: it turns a lockout into the 429 page.
     "axes.middleware.AxesMiddleware",
 ]
+# /metrics (foresight_site/metrics.py, docs/monitoring.md): every response counted; served to loopback clients,
+# or to anyone sending "Authorization: Bearer $FORESIGHT_METRICS_TOKEN" when that is set.
+MIDDLEWARE.insert(0, "foresight_site.metrics.RequestMetrics")
+FORESIGHT_METRICS_TOKEN = os.environ.get("FORESIGHT_METRICS_TOKEN", "").strip()
 
 ROOT_URLCONF = "foresight_site.urls"
 WSGI_APPLICATION = "foresight_site.wsgi.application"
@@ -419,6 +427,9 @@ def _beat_schedule() -> dict:
 
 
 CELERY_BEAT_SCHEDULE = _beat_schedule()
+# Notifications: channels, limits, EMAIL_*, the sending task's beat entry (docs/operations.md).
+globals().update(notification_settings(console_queue=FORESIGHT_CONSOLE_QUEUE, beat_schedule=CELERY_BEAT_SCHEDULE,
+                                       task_routes=CELERY_TASK_ROUTES))
 
 # --- Logging ----------------------------------------------------------------------------
 
@@ -444,3 +455,5 @@ LOGGING = {
         "django": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
     },
 }
+LOG_FORMAT = log_format_setting()  # FORESIGHT_LOG_FORMAT: text | json (foresight_site/log_format.py)
+LOGGING = logging_with_format(LOGGING, log_format=LOG_FORMAT)

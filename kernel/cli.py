@@ -15,13 +15,14 @@ from typing import Any, Callable, Mapping, NoReturn, Sequence
 
 from .errors import OperationalError
 from .kernel import Kernel, KernelOptions
+from .metrics import ALLOW_REMOTE_ENV, MetricsAddressRefused, metrics_address_parse
+from .log_setup import LOG_FORMATS, log_format_from_env, logging_install
 from .venues import BROKERS, FEEDS
 
 DESCRIPTION = "Run the execution kernel on a state dir until SIGTERM/SIGINT."
 MAIN_PROG = "python -m kernel"
 # Options that must be > 0: a zero tick, speed or deadline would spin or never fire.
 POSITIVE_OPTIONS = ("speed", "tick_ms", "workers", "cycle_deadline_ms", "reload_budget_ms", "keep_versions")
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class BadOption(ValueError):
@@ -59,6 +60,8 @@ def add_kernel_arguments(parser: argparse.ArgumentParser) -> None:
                         help="JSON file of API keys, outside the repo, mode 600 (else FORESIGHT_<EXCHANGE>_API_KEY...)")
     parser.add_argument("--fee-rate", type=float, default=None,
                         help="paper broker: fee as a fraction of the notional (default 0.001 = 0.1 %%)")
+    parser.add_argument("--maker-fee-rate", type=float, default=None,
+                        help="paper broker: fee of a resting limit order when it fills (default: --fee-rate)")
     parser.add_argument("--slippage-bps", type=float, default=None,
                         help="paper broker: market orders fill this many bp against the taker (default 5)")
     parser.add_argument("--fill-price", choices=("close", "next-open"), default=None,
@@ -69,6 +72,13 @@ def add_kernel_arguments(parser: argparse.ArgumentParser) -> None:
                              "as Binance spot would (default none: any quantity)")
     parser.add_argument("--start", default=None,
                         help="simulated clock start, ISO 8601 or epoch ms (a replay's default: its first candle)")
+    parser.add_argument("--metrics-addr", default=None,
+                        help="serve Prometheus metrics at http://HOST:PORT/metrics (off by default; loopback only; "
+                             "port 0 picks one, status.json's metrics_url says which); docs/monitoring.md")
+    parser.add_argument("--metrics-allow-remote", action="store_true",
+                        help=f"let --metrics-addr be a non-loopback address (or {ALLOW_REMOTE_ENV}=1)")
+    parser.add_argument("--log-format", choices=LOG_FORMATS, default=None,
+                        help="text (default) or json: one JSON object a line (default: FORESIGHT_LOG_FORMAT)")
 
 
 def options_check(*, opts: Mapping[str, Any]) -> None:
@@ -76,6 +86,11 @@ def options_check(*, opts: Mapping[str, Any]) -> None:
     for name in POSITIVE_OPTIONS:
         if not opts[name] > 0:
             raise BadOption(f"--{name.replace('_', '-')} must be > 0")
+    if opts.get("metrics_addr"):
+        try:
+            metrics_address_parse(opts["metrics_addr"], allow_remote=bool(opts.get("metrics_allow_remote")))
+        except MetricsAddressRefused as exc:
+            raise BadOption(str(exc)) from None
 
 
 def start_ms_parse(*, text: str | None) -> int | None:
@@ -93,8 +108,16 @@ def start_ms_parse(*, text: str | None) -> int | None:
     return int(dt.timestamp() * 1000)
 
 
-def logging_configure() -> None:
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+def log_format_choose(*, opts: Mapping[str, Any]) -> str:
+    """--log-format, else FORESIGHT_LOG_FORMAT, else text."""
+    try:
+        return opts.get("log_format") or log_format_from_env()
+    except ValueError as exc:
+        raise BadOption(str(exc)) from None
+
+
+def logging_configure(*, log_format: str = "text") -> None:
+    logging_install(log_format=log_format, level=logging.INFO)
 
 
 def kernel_build(*, opts: Mapping[str, Any], state_dir: Path) -> Kernel:
@@ -102,7 +125,8 @@ def kernel_build(*, opts: Mapping[str, Any], state_dir: Path) -> Kernel:
     reconciled with the broker). Raises BadOption or OperationalError (``StateDirBusy`` when
     another kernel holds the state dir: the caller exits 1 with its one line); nothing runs yet."""
     options_check(opts=opts)
-    logging_configure()
+    log_format = log_format_choose(opts=opts)
+    logging_configure(log_format=log_format)
     return Kernel(KernelOptions(
         state_dir=state_dir,
         strategies_dir=Path(opts["strategies_dir"]) if opts["strategies_dir"] else None,
@@ -116,8 +140,11 @@ def kernel_build(*, opts: Mapping[str, Any], state_dir: Path) -> Kernel:
         start_ms=start_ms_parse(text=opts["start"]),
         keep_versions=opts["keep_versions"],
         paper_markets=opts.get("paper_markets") if opts.get("paper_markets") != "none" else None,
-        fee_rate=opts.get("fee_rate"), slippage_bps=opts.get("slippage_bps"),
+        fee_rate=opts.get("fee_rate"), maker_fee_rate=opts.get("maker_fee_rate"),
+        slippage_bps=opts.get("slippage_bps"),
         fill_price=opts["fill_price"].replace("-", "_") if opts.get("fill_price") else None,
+        metrics_addr=opts.get("metrics_addr"), metrics_allow_remote=bool(opts.get("metrics_allow_remote")),
+        log_format=log_format,
     ))
 
 
@@ -130,7 +157,11 @@ def signal_handlers_install(*, kernel: Kernel) -> None:
 def kernel_serve(*, kernel: Kernel, say: Callable[[str], Any]) -> None:
     """Install the signal handlers, say which kernel runs where, and run until stopped."""
     signal_handlers_install(kernel=kernel)
-    say(f"kernel pid {kernel.pid} on {kernel.state_dir} ({len(kernel.slots)} slots)")
+    started = f"kernel pid {kernel.pid} on {kernel.state_dir} ({len(kernel.slots)} slots)"
+    if kernel.options.log_format == "json":  # a log collector reads every line of stderr as JSON
+        logging.getLogger("kernel").info(started)
+    else:
+        say(started)
     kernel.run()
 
 

@@ -23,7 +23,7 @@ from .execution import Execution
 from .halt import HaltController
 from .ledger import Ledger
 from .protocol import ACTIONS, SLOT_ACTIONS, Command, SlotConfig
-from .reloader import Reloader
+from .reloader import Reloader, reload_message
 from .run_state import RunState
 from .scheduler import Scheduler
 from .slot_runtime import SlotRuntime
@@ -145,7 +145,7 @@ def _reload(ctx: CommandContext, cmd: Command) -> Deferred:
         for r in results:
             ctx.reloader.after_reload(r)
         failed = [r for r in results if r["result"] in ("failed", "abandoned")]
-        detail = {"strategies": results}
+        detail = {"strategies": results, "message": "; ".join(reload_message(r) for r in results)}
         if failed:
             return "rejected", "; ".join(f"{r['strategy']}: {r['error']}" for r in failed), detail
         return "applied", None, detail
@@ -180,9 +180,10 @@ def _rollback(ctx: CommandContext, cmd: Command) -> Deferred:
         old = ctx.registry.get(name)
         cur, prev, waited = ctx.registry.rollback(name)
         ctx.reloader.mark_current(cur, prev)  # what a restart resumes
-        return {"strategy": name, "result": "rolled_back", "error": None, "lock_wait_ms": waited,
-                "old_sha256": old.sha256 if old else None, "new_sha256": cur.sha256,
-                "version": cur.number, "command_id": cmd.id}
+        r = {"strategy": name, "result": "rolled_back", "error": None, "lock_wait_ms": waited,
+             "old_sha256": old.sha256 if old else None, "new_sha256": cur.sha256,
+             "old_version": old.number if old else None, "version": cur.number, "command_id": cmd.id}
+        return {**r, "message": reload_message(r)}
 
     def finish(r: dict) -> tuple[str, None, dict]:
         ctx.reloader.after_reload(r)
@@ -288,11 +289,35 @@ def _slot_flatten(ctx: CommandContext, cmd: Command) -> Deferred:
     ctx.cycles.submit_flatten(slot, run, fut)
 
     def finish(r: dict) -> tuple[str, str | None, dict]:
+        r = {**r, **flatten_outcome(ctx.ledger, slot.id, r)}
         if r.get("error"):
             return "rejected", r["error"], r
         return "applied", None, r
 
     return Deferred(fut, finish)
+
+
+def flatten_outcome(ledger: Ledger, slot_id: str, r: dict) -> dict:
+    """What the operator reads of a flatten: the fill price (quantity-weighted over its fills)
+    and the realised P&L of the round trip it closed (entry and exit fees included, as the
+    ledger books it: kernel/round_trips.py). None where the broker has not told yet."""
+    cid = r.get("client_order_id")
+    if not cid:
+        return {}  # no order was sent (no position): its note says so
+    fills = [f for f in ledger.fills(slot_id) if cid and f["client_order_id"] == cid]
+    qty = sum(f["qty"] for f in fills)
+    price = sum(f["qty"] * f["price"] for f in fills) / qty if qty > 0 else r.get("avg_price")
+    closed = [f["round_trip_pnl"] for f in fills if f.get("round_trip_pnl") is not None]
+    pnl = sum(closed) if closed else None
+    if r.get("error"):
+        message = f"flatten {slot_id} rejected: {r['error']}"
+    elif not fills:
+        message = f"{slot_id}: flatten order {r.get('status')}, no fill known yet"
+    else:
+        message = (f"{slot_id}: sold {qty:.10g} at {price:.10g}; round trip P&L "
+                   f"{'not known yet' if pnl is None else f'{pnl:+.10g}'}")
+    return {"fill_price": price if fills else None, "filled_qty": qty if fills else r.get("filled_qty"),
+            "realized_pnl": pnl, "message": message}
 
 
 def _slot_configure(ctx: CommandContext, cmd: Command) -> dict | Deferred:

@@ -14,6 +14,7 @@ from typing import Any
 from .command_handlers import CommandContext, Deferred, apply_command
 from .crash_points import crash_point
 from .errors import BadCommand, ReloadFailed
+from .log_setup import command_logging
 from .protocol import Command, utcnow_iso
 
 __all__ = ["CommandStream", "RECENT"]
@@ -58,16 +59,17 @@ class CommandStream:
                 self.pending_ids = self._pending()
                 return
             self._running = None
-            try:
-                result, error, detail = finish(fut.result())
-            except BadCommand as exc:
-                result, error, detail = "rejected", str(exc), None
-            except ReloadFailed as exc:
-                result, error, detail = "rejected", f"{exc.stage}: {exc}", None
-            except Exception as exc:  # noqa: BLE001 - a bug must not stop the command stream
-                log.exception("command %s failed", cmd.id)
-                result, error, detail = "rejected", f"internal error: {type(exc).__name__}: {exc}", None
-            self._finish(cmd, result, error, detail)
+            with command_logging(cmd.id):  # the lines logged while it finishes name it (kernel/log_setup.py)
+                try:
+                    result, error, detail = finish(fut.result())
+                except BadCommand as exc:
+                    result, error, detail = "rejected", str(exc), None
+                except ReloadFailed as exc:
+                    result, error, detail = "rejected", f"{exc.stage}: {exc}", None
+                except Exception as exc:  # noqa: BLE001 - a bug must not stop the command stream
+                    log.exception("command %s failed", cmd.id)
+                    result, error, detail = "rejected", f"internal error: {type(exc).__name__}: {exc}", None
+                self._finish(cmd, result, error, detail)
         recent_ids: set[str] | None = None
         for cmd in self._control.commands:
             if cmd.id in self._applied_ids:
@@ -80,20 +82,21 @@ class CommandStream:
                     if cmd.id not in recent_ids:
                         self._reannounce(cmd.id)
                 continue
-            try:
-                outcome = apply_command(self._context, cmd)
-            except BadCommand as exc:
-                self._finish(cmd, "rejected", str(exc), None)
-                continue
-            except Exception as exc:  # noqa: BLE001
-                log.exception("command %s failed", cmd.id)
-                self._finish(cmd, "rejected", f"internal error: {type(exc).__name__}: {exc}", None)
-                continue
-            if isinstance(outcome, Deferred):
-                self._running = (cmd, outcome)
-                break  # later commands wait: file order is apply order
-            detail = outcome if isinstance(outcome, dict) else None
-            self._finish(cmd, "applied", None, detail)
+            with command_logging(cmd.id):  # the lines logged while it applies name it (kernel/log_setup.py)
+                try:
+                    outcome = apply_command(self._context, cmd)
+                except BadCommand as exc:
+                    self._finish(cmd, "rejected", str(exc), None)
+                    continue
+                except Exception as exc:  # noqa: BLE001
+                    log.exception("command %s failed", cmd.id)
+                    self._finish(cmd, "rejected", f"internal error: {type(exc).__name__}: {exc}", None)
+                    continue
+                if isinstance(outcome, Deferred):
+                    self._running = (cmd, outcome)
+                    break  # later commands wait: file order is apply order
+                detail = outcome if isinstance(outcome, dict) else None
+                self._finish(cmd, "applied", None, detail)
         self.pending_ids = self._pending()
 
     def _reannounce(self, command_id: str) -> None:
@@ -112,6 +115,9 @@ class CommandStream:
 
     def _finish(self, cmd: Command, result: str, error: str | None, detail: dict | None) -> None:
         at = utcnow_iso()
+        if cmd.issued_by:
+            # Kept with the result, so a command written by hand is audited under the name it gives.
+            detail = {**(detail or {}), "issued_by": cmd.issued_by}
         # The result, and every state change so far (the command's own included), in one
         # transaction: a kill -9 cannot leave a command remembered as applied without its effect.
         records, ids = self._changes.take()
@@ -128,5 +134,5 @@ class CommandStream:
         self._changes.status_urgent = True
         (log.info if result == "applied" else log.warning)(
             "command %s %s%s: %s%s", cmd.id, cmd.action, f" {cmd.slot}" if cmd.slot else "", result,
-            f" ({error})" if error else "",
+            f" ({error})" if error else "", extra={"command_id": cmd.id},
         )

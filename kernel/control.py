@@ -42,6 +42,7 @@ from kernel.protocol import (
     Command,
     ControlFile,
     Status,
+    halt_id,
     halt_reason,
     halt_requested,
     utcnow_iso,
@@ -183,6 +184,7 @@ class ControlRead:
 
     halt: bool = False
     halt_reason: str | None = None
+    halt_id: str | None = None  # the halt block's "id" (protocol.halt_id), when the halt has one
     commands: list[Command] = field(default_factory=list)
     error: str | None = None
     fingerprint: tuple[int, int, int] | None = None
@@ -251,6 +253,7 @@ class _Parsed:
     reason: str | None
     error: str | None
     empty: bool = False
+    halt_id: str | None = None
 
 
 def _reject_constant(name: str) -> Any:
@@ -299,14 +302,15 @@ def _parse_control(name: str, raw: bytes) -> _Parsed:
     halt_values = [v for k, v in last_pairs if k == "halt"]
     halt = any(halt_requested(v) for v in halt_values)
     reason = next((halt_reason(v) for v in halt_values if halt_reason(v)), None)
+    hid = next((halt_id(v) for v in halt_values if halt_id(v)), None)
 
     if duplicates:
         keys = ", ".join(repr(k) for k in duplicates)
-        return _Parsed(None, halt, reason, f"{name} has duplicate keys: {keys}")
+        return _Parsed(None, halt, reason, f"{name} has duplicate keys: {keys}", halt_id=hid)
     try:
         file = ControlFile.model_validate(value)
     except ValidationError as exc:
-        return _Parsed(None, halt, reason, _describe_validation_error(name, exc))
+        return _Parsed(None, halt, reason, _describe_validation_error(name, exc), halt_id=hid)
 
     seen: dict[str, int] = {}
     for i, command in enumerate(file.commands):
@@ -317,9 +321,10 @@ def _parse_control(name: str, raw: bytes) -> _Parsed:
                 reason,
                 f"{name}: commands[{i}].id: duplicate command id {command.id!r} "
                 f"(first at commands[{seen[command.id]}])",
+                halt_id=hid,
             )
         seen[command.id] = i
-    return _Parsed(file, halt, reason, None)
+    return _Parsed(file, halt, reason, None, halt_id=hid)
 
 
 @dataclass
@@ -385,6 +390,7 @@ def read_control(path: Path) -> ControlRead:
     return ControlRead(
         halt=p.halt,
         halt_reason=p.reason if p.halt else None,
+        halt_id=p.halt_id if p.halt else None,
         commands=list(p.file.commands) if p.file is not None else [],
         error=p.error,
         fingerprint=snap.fingerprint,
@@ -491,10 +497,14 @@ def append_commands(
 
 
 def set_halt(
-    state_dir: Path, reason: str | None, by: str | None = None, *, lock_timeout: float = 10.0
+    state_dir: Path, reason: str | None, by: str | None = None, *, lock_timeout: float = 10.0,
+    command_id: str | None = None,
 ) -> None:
-    """Ask the kernel to halt: ``halt = {"reason", "at", "by"}``. Wins over a broken file."""
-    value = {"reason": reason, "at": utcnow_iso(), "by": by}
+    """Ask the kernel to halt: ``halt = {"id", "reason", "at", "by"}``. Wins over a broken file.
+    ``command_id`` (the console's ``halt-…`` id) names the halt in the kernel's log and status."""
+    if command_id is not None and not ID_RE.match(command_id):
+        raise ValueError(f"halt id {command_id!r} is not a command id")
+    value = {"id": command_id, "reason": reason, "at": utcnow_iso(), "by": by}
     append_commands(
         state_dir,
         [],

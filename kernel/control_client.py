@@ -92,8 +92,8 @@ def send(state_dir: Path, command: Command) -> Command:
     return command
 
 
-def halt(state_dir: Path, reason: str | None, by: str | None = None) -> None:
-    set_halt(Path(state_dir), reason, by)
+def halt(state_dir: Path, reason: str | None, by: str | None = None, *, command_id: str | None = None) -> None:
+    set_halt(Path(state_dir), reason, by, command_id=command_id)
 
 
 def status(state_dir: Path) -> Status | None:

@@ -28,8 +28,10 @@ class ControlWatch:
         self._changes = changes
         self.halt = False
         self.halt_reason: str | None = None
+        self.halt_id: str | None = None  # the halt block's "id": the kernel's halt lines name it
         self.error: str | None = None
         self.commands: list[Command] = []
+        self.written_ns: int | None = None  # the read file's mtime (wall ns): when a halt in it was asked for
         self._fp: tuple | None = None
         self._read_wall = 0.0
         self._racy = True  # see poll
@@ -52,8 +54,10 @@ class ControlWatch:
                       and read.fingerprint[1] >= read_wall_ns - CONTROL_MTIME_GRANULARITY_NS)
         changed = read.error != self.error
         self._fp = read.fingerprint
+        self.written_ns = read.fingerprint[1] if read.fingerprint is not None else None
         self.halt = read.halt
         self.halt_reason = read.halt_reason
+        self.halt_id = read.halt_id
         self.error = read.error
         self.commands = read.commands if read.error is None else []
         if changed:

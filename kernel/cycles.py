@@ -27,6 +27,7 @@ from .cycle_stats import CycleStats
 from .errors import ReloadFailed, StrategyFault, format_validation_error
 from .execution import Execution
 from .ledger import CycleRecord, Ledger
+from . import metrics
 from .protocol import SlotConfig, ms_to_iso
 from .scheduler import Scheduler
 from .slot_runtime import EPS, SlotRuntime
@@ -102,10 +103,12 @@ class Cycles:
             if due.missed:
                 slot.missed_cycles += due.missed
                 totals["missed"] += due.missed
+                metrics.cycles_missed(timeframe=slot.config.timeframe, count=due.missed)
                 self._changes.mark_slot(slot.id)
             if slot.busy:
                 slot.missed_cycles += 1  # never two cycles of one slot at once
                 totals["missed"] += 1
+                metrics.cycles_missed(timeframe=slot.config.timeframe, count=1)
                 self._changes.mark_slot(slot.id)
                 continue
             if slot.pending_config is not None:
@@ -164,6 +167,8 @@ class Cycles:
         if slot is not None:
             slot.pinned_sha256 = version.sha256
         try:
+            if slot is not None:  # the slot's resting orders: every fill up to now booked before it decides
+                self._execution.resting.poll(cfg.id)
             position = slot.position_qty if slot else 0.0
             if 0 < position < self._broker.dust_qty(cfg.symbol):
                 position = 0.0  # less than the exchange's smallest order: unsellable dust, the slot is flat
@@ -219,13 +224,17 @@ class Cycles:
             price = candles[-1].close
             slot.last_price = price
             key = str(close_ms)
+            limit = self._execution.limit_of(decision, timeframe=cfg.timeframe, close_ms=close_ms, close=price)
+            at = limit["limit_price"] if limit else price
             if decision.action == ENTER and position <= EPS:
-                qty = cfg.order_notional / price
+                qty = cfg.order_notional / at
                 out.order = self._execution.send(slot=slot, cfg=cfg, intent="entry", side="buy", qty=qty,
-                                                 price=price, candle_ms=close_ms, key=key, job=job)
+                                                 price=at, candle_ms=close_ms, key=key, job=job, limit=limit)
             elif decision.action == EXIT and position > EPS:
                 out.order = self._execution.send(slot=slot, cfg=cfg, intent="exit", side="sell", qty=position,
-                                                 price=price, candle_ms=close_ms, key=key, job=job)
+                                                 price=at, candle_ms=close_ms, key=key, job=job, limit=limit)
+            elif decision.action == EXIT:  # flat, an entry resting: the exit withdraws it
+                self._execution.resting.cancel_slot(cfg.id)
         out.duration_us = (time.perf_counter_ns() - t0) // 1000
         shadow = self._registry.shadow.get(cfg.strategy)
         if shadow is not None and shadow.version is not version:
@@ -331,6 +340,8 @@ class Cycles:
                 slot.late_cycles += 1
                 totals["late"] += 1
         self.stats.lock_waits_ns.append(out.lock_wait_ns)
+        metrics.cycle_folded(timeframe=slot.config.timeframe, result=result, lag_ms=out.lag_ms,
+                             speed=self._clock.speed, duration_us=out.duration_us, lock_wait_ns=out.lock_wait_ns)
         if out.fault and not abandoned:
             if slot.fault is None:
                 log.error("slot %s paused: %s", slot.id, out.fault)
@@ -347,6 +358,8 @@ class Cycles:
             slot.state_schema = out.state_schema
         if out.order:
             slot.last_order = out.order
+            metrics.order_decided(intent=out.order.get("intent"), side=out.order.get("side"),
+                                  status=out.order.get("status"))
         run = self._registry.canary.get(out.strategy) or self._registry.last_canary.get(out.strategy)
         if run is not None and out.slot in run.slots and out.sha256 == run.version.sha256 \
                 and out.result not in (HALTED, SKIPPED):

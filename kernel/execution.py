@@ -21,14 +21,19 @@ from typing import Any
 from .brokers import Broker, OrderRequest
 from .changes import Changes
 from .clock import Clock
+from . import metrics
 from .crash_points import crash_point
 from .errors import AuthenticationFailed, GateRefused, KernelError, OrderRejected, TemporaryError
+from .feeds.feed import timeframe_ms
 from .gate import OrderGate
 from .halt import HaltController
 from .ledger import Ledger
+from .ledger_resting import record_limit
+from .log_setup import command_logging
 from .order_sync import record_broker_order, trades_pending
 from .pending_trades import PendingTrades
 from .protocol import SlotConfig
+from .resting_orders import RestingOrders
 from .run_state import RunState
 from .slot_runtime import EPS, SlotRuntime
 from .workers import Job
@@ -48,7 +53,8 @@ def client_order_id(slot: str, key: str, intent: str) -> str:
 
 class Execution:
     def __init__(self, *, ledger: Ledger, broker: Broker, gate: OrderGate, clock: Clock, feed: Any,
-                 run_state: RunState, halt: HaltController, changes: Changes, cycle_deadline_ms: int) -> None:
+                 run_state: RunState, halt: HaltController, changes: Changes, cycle_deadline_ms: int,
+                 slots: dict[str, SlotRuntime] | None = None) -> None:
         self._ledger = ledger
         self._broker = broker
         self._gate = gate
@@ -61,6 +67,9 @@ class Execution:
         self._unresolved: dict[str, set[str]] = {}  # slot -> client ids whose outcome is unknown
         self._unresolved_lock = threading.Lock()
         self.pending_trades = PendingTrades(ledger=ledger, broker=broker)
+        slots = slots if slots is not None else {}
+        self.resting = RestingOrders(ledger=ledger, broker=broker, clock=clock, feed=feed, changes=changes,
+                                     slot_of=slots.get)
         ledger.dust_rule = self.dust_at
 
     def dust_at(self, symbol: str, price: float) -> float:
@@ -77,10 +86,15 @@ class Execution:
             return set(self._unresolved.get(slot_id, ()))
 
     def send(self, *, slot: SlotRuntime, cfg: SlotConfig, intent: str, side: str, qty: float, price: float,
-             candle_ms: int | None, key: str, job: Job | None, command_id: str | None = None) -> dict:
-        """One order, from the risk checks to its fills; returns its summary for the slot."""
+             candle_ms: int | None, key: str, job: Job | None, command_id: str | None = None,
+             limit: dict[str, Any] | None = None) -> dict:
+        """One order, from the risk checks to its fills; returns its summary for the slot. ``limit``
+        (``limit_price``, ``time_in_force``, ``expires_ms``) makes it a limit order, which may rest
+        (kernel.resting_orders); ``price`` is then its limit price."""
         cid = client_order_id(cfg.id, key, intent)
         summary: dict[str, Any] = {"client_order_id": cid, "intent": intent, "side": side, "qty": qty}
+        if limit is not None:
+            summary["limit_price"] = limit["limit_price"]
         now_ms = self._clock.now_ms()
         try:
             if intent != "flatten":
@@ -110,6 +124,14 @@ class Execution:
                                   if waiting == "resolved" else "an earlier order is final but its trades (fills, "
                                   "fees) are not known yet: no new order until they are"))
             return summary
+        if intent != "flatten":
+            if self.resting.has_resting(cfg.id):  # the new order replaces it: cancelled first, its fills booked
+                self.resting.cancel_slot(cfg.id)
+            if self.resting.booked_since_poll(cfg.id):
+                slot.take_position(self._ledger.position(cfg.id))
+                summary.update(status="refused", reason="resolved", error=(
+                    "a resting order of the slot filled after its cycle looked: the next cycle decides again"))
+                return summary
         rules = self._broker.market_rules(cfg.symbol)
         qty = rules.round_qty(qty)
         summary["qty"] = qty
@@ -133,6 +155,10 @@ class Execution:
         ):
             summary.update(status="duplicate", error="this order was already recorded; not sent again")
             return summary
+        if limit is not None:
+            record_limit(self._ledger, client_order_id=cid, limit_price=limit["limit_price"],
+                         time_in_force=limit["time_in_force"], expires_ms=limit.get("expires_ms"),
+                         timeframe=cfg.timeframe)
         crash_point("intent_recorded")
         deadline_passed = False
         if job is not None and job.started_wall is not None:
@@ -148,16 +174,24 @@ class Execution:
             summary.update(status="refused", error=str(exc), reason=exc.reason)
             return summary
         try:
-            return self._place_passed(slot, cfg, cid, side, qty, price, now_ms, passed_ns, summary)
+            return self._place_passed(slot, cfg, cid, side, qty, price, now_ms, passed_ns, summary,
+                                      limit=limit, candle_ms=candle_ms)
         finally:
             self._gate.order_settled()  # recorded (or in doubt): a halt's flush need not wait for it
 
     def _place_passed(self, slot: SlotRuntime, cfg: SlotConfig, cid: str, side: str, qty: float,
-                      price: float, now_ms: int, passed_ns: int, summary: dict[str, Any]) -> dict:
+                      price: float, now_ms: int, passed_ns: int, summary: dict[str, Any],
+                      limit: dict[str, Any] | None = None, candle_ms: int | None = None) -> dict:
         """An order the gate passed: marked sent, placed at the broker, its fills recorded."""
         self._ledger.mark_order(cid, "sent", passed_ns=passed_ns)
         crash_point("order_marked_sent")
-        req = OrderRequest(client_order_id=cid, symbol=cfg.symbol, side=side, qty=qty)  # type: ignore[arg-type]
+        if limit is None:
+            req = OrderRequest(client_order_id=cid, symbol=cfg.symbol, side=side, qty=qty)  # type: ignore[arg-type]
+        else:  # placed "at" its signal candle's close: a simulated exchange fills it from the next candle on
+            req = OrderRequest(client_order_id=cid, symbol=cfg.symbol, side=side, qty=qty,  # type: ignore[arg-type]
+                               type="limit", limit_price=limit["limit_price"], time_in_force=limit["time_in_force"])
+            now_ms = candle_ms if candle_ms is not None else now_ms
+            price = limit.get("ref_price", price)
         try:
             bo = self._broker.place_order(req, ref_price=price, now_ms=now_ms)
         except OrderRejected as exc:
@@ -231,14 +265,36 @@ class Execution:
         slot.take_position(self._ledger.position(slot.id))
         return True
 
+    @staticmethod
+    def limit_of(decision: Any, *, timeframe: str, close_ms: int, close: float) -> dict[str, Any] | None:
+        """The limit order a Decision asks for (None: a market order), its expiry in ms."""
+        if getattr(decision, "limit_price", None) is None:
+            return None
+        expires_ms = decision.expire_at_ms
+        if decision.expire_candles is not None:
+            expires_ms = close_ms + decision.expire_candles * timeframe_ms(timeframe)
+        return {"limit_price": float(decision.limit_price), "time_in_force": decision.time_in_force,
+                "expires_ms": expires_ms, "ref_price": close}
+
     def flatten(self, slot: SlotRuntime, *, command_id: str) -> dict:
-        """Sell the slot's whole position at the feed's last price (slot.flatten)."""
+        """Sell the slot's whole position at the feed's last price (slot.flatten); its resting
+        orders are cancelled first (what they filled up to then is sold too)."""
+        with command_logging(command_id):  # on a cycle worker: its lines name the command too
+            return self._flatten(slot, command_id=command_id)
+
+    def _flatten(self, slot: SlotRuntime, *, command_id: str) -> dict:
+        cancelled, _ = self.resting.cancel_slot(slot.id)
+        self.resting.booked_since_poll(slot.id)  # the flatten sells what they bought: it reads the position below
         pos = self._ledger.position(slot.id)
+        slot.take_position(pos)
         if pos.qty <= EPS:
-            return {"note": "no position to flatten", "qty": 0.0}
+            return {"note": "no position to flatten", "qty": 0.0, **({"resting_cancelled": cancelled} if cancelled else {})}
         price = self._feed.last_price(slot.config.symbol, self._clock.now_ms())
         res = self.send(slot=slot, cfg=slot.config, intent="flatten", side="sell", qty=pos.qty, price=price,
                         candle_ms=None, key=command_id, job=None, command_id=command_id)
+        metrics.order_decided(intent="flatten", side="sell", status=res.get("status"))
         if res.get("status") not in ("filled", "open"):
             res["error"] = res.get("error") or f"flatten order {res.get('status')}"
+        if cancelled:
+            res["resting_cancelled"] = cancelled
         return res

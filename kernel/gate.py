@@ -11,6 +11,7 @@ import threading
 import time
 from collections import defaultdict, deque
 
+from . import metrics
 from .errors import GateRefused
 
 
@@ -52,6 +53,7 @@ class OrderGate:
 
     def refuse(self, reason: str, message: str) -> GateRefused:
         self.refused[reason] += 1
+        metrics.gate_refused(reason=reason)
         return GateRefused(reason, message)
 
     def check_risk(

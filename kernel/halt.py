@@ -12,10 +12,12 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import metrics
 from .brokers import Broker
 from .changes import Changes
 from .gate import OrderGate
 from .ledger import Ledger
+from .log_setup import command_logging
 from .order_sync import record_broker_order
 from .protocol import utcnow_iso
 
@@ -25,7 +27,7 @@ log = logging.getLogger("kernel")
 
 # The keys that only a halt engaged at some point carries; None here means "not set",
 # so that a kernel never halted reports exactly the four keys it always has.
-_OPTIONAL = ("cancel_failed", "cancels_pending", "observed_ns", "observed_at_ns", "flushed_at")
+_OPTIONAL = ("cancel_failed", "cancels_pending", "observed_ns", "observed_at_ns", "flushed_at", "command_id")
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class HaltState:
     # starts after it until the release.
     observed_at_ns: int | None = None
     flushed_at: str | None = None  # set once the cancels are done and the ledger flushed
+    command_id: str | None = None  # the halt block's "id" in control.json, when it had one
 
     def as_dict(self) -> dict[str, Any]:
         """As the ledger stores it and a release reports it: every key that is set."""
@@ -90,7 +93,7 @@ class HaltController:
             self.state = HaltState.from_dict(stored)
             self._gate.engage_halt()
 
-    def engage(self, reason: str | None, *, source: str, tick: int) -> None:
+    def engage(self, reason: str | None, *, source: str, tick: int, command_id: str | None = None) -> None:
         """No strategy order passes the gate from now on; recorded and logged. The
         caller publishes the status, then starts the cancels."""
         observed_ns = self._gate.engage_halt()
@@ -98,7 +101,7 @@ class HaltController:
         self.state = HaltState(
             engaged=True, since=utcnow_iso(), reason=reason or f"halt requested in {source}",
             cancelled_orders=[], cancel_failed=[], cancels_pending=True, observed_ns=observed_ns,
-            observed_at_ns=self._gate.halt_observed_at_ns,
+            observed_at_ns=self._gate.halt_observed_at_ns, command_id=command_id,
         )
         self._ledger.meta_set(halt=self.state.as_dict())
         log.critical("HALT engaged (%s): %s; cancelling resting orders", source, self.state.reason)
@@ -109,6 +112,10 @@ class HaltController:
         self._gate.release_halt()
         released = self.state.as_dict()
         self.state = HaltState()
+        metrics.halt_released()
+        # Applied by a release command: its id is on this line (kernel/log_setup.py, command_logging).
+        log.warning("HALT released (engaged since %s: %s); the kernel stays paused until a resume",
+                    released.get("since"), released.get("reason"), extra={"halt_id": released.get("command_id")})
         return released
 
     def start_cancels(self) -> bool:
@@ -127,6 +134,10 @@ class HaltController:
             self.thread.join(timeout=timeout)
 
     def _cancel_resting_orders(self, since: str | None) -> None:
+        with command_logging(self.state.command_id):  # the sweep's lines name the halt (kernel/log_setup.py)
+            self._cancel_sweep(since)
+
+    def _cancel_sweep(self, since: str | None) -> None:
         cancelled, failed = [], []
         # Orders that passed the gate just before the halt may still be on their way: the sweep
         # must see them at the broker, and the flush must hold their fills.

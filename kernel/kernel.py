@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import boot
+from . import boot, metrics
 from .brokers import Broker
 from .changes import Changes
 from .clock import Clock
@@ -32,6 +32,7 @@ from .execution import Execution
 from .gate import OrderGate
 from .halt import HaltController
 from .ledger import LEDGER_FILE, Ledger
+from .log_setup import command_logging
 from .options import KernelOptions
 from .reconcile import reconcile
 from .release_drift import WorkingTree
@@ -102,7 +103,7 @@ class Kernel:
                                    settle_timeout_ms=options.cycle_deadline_ms)
         self.execution = Execution(ledger=self.ledger, broker=self.broker, gate=self.gate, clock=self.clock,
                                    feed=self.feed, run_state=self.run_state, halt=self.halt, changes=self.changes,
-                                   cycle_deadline_ms=options.cycle_deadline_ms)
+                                   cycle_deadline_ms=options.cycle_deadline_ms, slots=self.slots)
         self.reloader = Reloader(loader=self.loader, registry=self.registry, feed=self.feed, clock=self.clock,
                                  slots=self.slots, changes=self.changes, reload_budget_ms=options.reload_budget_ms,
                                  smoke_slots=options.smoke_slots, halted=lambda: self.gate.halted,
@@ -132,6 +133,11 @@ class Kernel:
         self.pid = self.status.pid
         self.started_at = self.status.started_at
         self._boot()
+        # Last: nothing after it can fail and leave the port open. None unless --metrics-addr.
+        self.metrics_exporter = metrics.MetricsExporter.start(
+            options.metrics_addr, allow_remote=options.metrics_allow_remote,
+            slots=self.slots, run_state=self.run_state, halt=self.halt)
+        self.status.metrics_url = self.metrics_exporter.url if self.metrics_exporter else None
 
     def _abandon_build(self) -> None:
         """A constructor that failed lets the state dir go (its ledger closed first)."""
@@ -178,6 +184,7 @@ class Kernel:
     def run(self) -> None:
         """Tick until stop() is called (SIGTERM/SIGINT), then stop gracefully."""
         self.reloader.start()
+        self.execution.resting.start()  # polls the resting limit orders (kernel/resting_orders.py)
         self.changes.status_urgent = True
         tick_s = self.options.tick_ms / 1000.0
         next_tick = time.monotonic()
@@ -201,7 +208,7 @@ class Kernel:
         self.run_state.tick += 1
         self.control.poll()
         if self.control.halt and not self.halt.engaged:  # before anything else runs
-            self.engage_halt(self.control.halt_reason, source="control.json")
+            self.engage_halt(self.control.halt_reason, source="control.json", command_id=self.control.halt_id)
         self.cycles.drain_outcomes()
         self.commands.process()
         self.cycles.check_deadlines()
@@ -224,10 +231,17 @@ class Kernel:
 
     # ================================================================== halt
 
-    def engage_halt(self, reason: str | None, *, source: str) -> None:
+    def engage_halt(self, reason: str | None, *, source: str, command_id: str | None = None) -> None:
         """No strategy runs, no strategy order passes the gate, resting orders are
-        cancelled, the ledger is flushed; latched until an explicit release."""
-        self.halt.engage(reason, source=source, tick=self.run_state.tick)
+        cancelled, the ledger is flushed; latched until an explicit release. ``command_id``:
+        the halt's id in control.json, on every line about it (kernel/log_setup.py)."""
+        with command_logging(command_id):
+            self._engage_halt(reason, source=source, command_id=command_id)
+
+    def _engage_halt(self, reason: str | None, *, source: str, command_id: str | None) -> None:
+        self.halt.engage(reason, source=source, tick=self.run_state.tick, command_id=command_id)
+        metrics.halt_engaged(source=source, requested_ns=self.control.written_ns if source == "control.json" else None,
+                             observed_at_ns=self.halt.state.observed_at_ns)
         self.status.publish()  # status says halted now, however long the broker takes to cancel
         self._start_halt_cancels()
 
@@ -254,6 +268,7 @@ class Kernel:
         self.reloader.stop()
         self.cycles.pool.shutdown(wait_s=1.0)
         self.execution.pending_trades.close()  # before the ledger closes under it
+        self.execution.resting.close()
         self.halt.join(deadline_s)
         self.ledger.meta_set(clock_ms=self.clock.now_ms())
         self.ledger.flush()
@@ -261,6 +276,8 @@ class Kernel:
         snap = self.status.snapshot()
         self.status_writer.close()
         self.status_writer.write_now(snap)
+        if self.metrics_exporter is not None:
+            self.metrics_exporter.close()
         try:
             self.broker.close()
         finally:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from .ledger_resting import RESTING_SCHEMA
 from .ledger_schema import SCHEMA, migrate
 from .ledger_tx import Tx as _Tx
 from .round_trips import Book, apply_fill, settle
@@ -78,7 +79,7 @@ class Ledger:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+        self._db.executescript(SCHEMA + RESTING_SCHEMA)  # + limit orders (kernel.ledger_resting)
         migrate(self._db)
 
     def _dust(self, symbol: str, price: float) -> float:

@@ -35,7 +35,12 @@ class KernelOptions:
     # Paper broker cost model (docs/live-trading.md, "Cost models"); None: the paper broker's
     # default (fee 0.1 %, slippage 5 bp, fill at the signal candle's close). Not for --broker ccxt.
     fee_rate: float | None = None  # fraction of the notional, in the quote currency
+    maker_fee_rate: float | None = None  # a resting limit order's fee (None: fee_rate)
     slippage_bps: float | None = None  # against the taker, on market orders
     fill_price: str | None = None  # "close" (the signal candle's) | "next_open" (the next candle's open)
     paper_markets: str | None = None  # "binance": the paper broker enforces Binance spot's minimums and steps
     keep_versions: int = 20  # release store: versions.prune keeps this many per strategy (never prunes by itself)
+    # Prometheus exporter (kernel/metrics.py, docs/monitoring.md): HOST:PORT, None = off; port 0 picks one.
+    metrics_addr: str | None = None
+    metrics_allow_remote: bool = False  # else a non-loopback metrics_addr is refused
+    log_format: str = "text"  # text | json (kernel/log_setup.py); the process's logging, set up before the kernel

@@ -11,6 +11,7 @@ slot's round trip: a remainder below the market's minimum is dust (kernel.round_
 """
 from __future__ import annotations
 
+from . import metrics
 from .brokers import BrokerOrder
 from .crash_points import crash_point
 from .ledger import Ledger
@@ -32,6 +33,7 @@ def record_broker_order(*, ledger: Ledger, client_order_id: str, order: BrokerOr
                               fee_rate_used=f.fee_rate_used, fee_native=f.charged_fee):
             new += 1
             crash_point("fill_recorded")
+    metrics.fills_recorded(side=order.side, count=new)
     status = {"partially_filled": "open"}.get(order.status, order.status)
     pending = trades_pending(order)
     ledger.mark_order(client_order_id, status, broker_order_id=order.broker_order_id, trades_pending=pending)

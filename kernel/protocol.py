@@ -106,6 +106,15 @@ def halt_requested(value: Any) -> bool:
     return not (value is None or value is False)
 
 
+def halt_id(value: Any) -> str | None:
+    """The halt's ``id`` (a command id, so that one grep follows it into the kernel's log and
+    status.json), when ``halt`` is an object holding a well-formed one. A halt without one,
+    or with a malformed one, still halts: it just has no id."""
+    if isinstance(value, dict) and isinstance(value.get("id"), str) and ID_RE.match(value["id"]):
+        return value["id"]
+    return None
+
+
 def halt_reason(value: Any) -> str | None:
     if isinstance(value, dict) and isinstance(value.get("reason"), str):
         return value["reason"]
@@ -173,6 +182,7 @@ class HaltStatus(BaseModel):
     cancel_failed: list[dict[str, Any]] = Field(default_factory=list)  # {"client_order_id", "error"}
     cancels_pending: bool = False  # the cancels run off the tick thread; false once they are done
     observed_at_ns: int | None = None  # wall clock (ns since the epoch) when the kernel observed it
+    command_id: str | None = None  # the halt block's ``id`` in control.json, when it had one
 
 
 class WorkingTreeStatus(BaseModel):
@@ -306,6 +316,7 @@ class SlotStatus(BaseModel):
     last_order: dict[str, Any] | None = None  # the last order's summary (status, error: rejected...)
     dust_qty: float = 0.0  # left below the market's minimum: flat for trading, reported on its own
     unsellable: str | None = None  # why the position cannot be sold (below the market's minimum), said once
+    resting_orders: list[dict[str, Any]] = Field(default_factory=list)  # limit orders resting (kernel.resting_orders)
     config: SlotConfig | None = None
 
 
@@ -346,3 +357,4 @@ class Status(BaseModel):
     fills: list[FillStatus] = Field(default_factory=list)  # recent, oldest first
     ledger: LedgerSummary = Field(default_factory=LedgerSummary)
     cycles: dict[str, Any] = Field(default_factory=dict)  # totals: ran, missed, late, halted, skipped, lag
+    metrics_url: str | None = None  # the kernel's Prometheus exporter (runkernel --metrics-addr); None: off

@@ -6,6 +6,8 @@ recorded for status.json, and a fault that came from the old code cleared.
 """
 from __future__ import annotations
 
+import contextvars
+import functools
 import logging
 import queue
 import threading
@@ -15,15 +17,31 @@ from typing import Any, Callable
 
 from .changes import Changes
 from .clock import Clock
+from . import metrics
 from .errors import ReloadFailed
 from .protocol import utcnow_iso
 from .release_store import ReleaseStore
 from .slot_runtime import SlotRuntime
 from .versions import SmokeSample, StrategyLoader, StrategyRegistry, StrategyVersion, check_version
 
-__all__ = ["Reloader"]
+__all__ = ["Reloader", "reload_message"]
 
 log = logging.getLogger("kernel")
+
+
+def reload_message(r: dict) -> str:
+    """What the operator reads of one strategy's reload: old → new version and sha256 prefix
+    (the full sha256s are in the result's detail), or why it did not happen."""
+    def ref(number: Any, sha: Any) -> str:
+        return f"v{number if number is not None else '?'} ({str(sha)[:12]})" if sha else "nothing"
+
+    name = r.get("strategy")
+    if r.get("result") in ("failed", "abandoned"):
+        return f"{name}: {r.get('result')}: {r.get('error')}"
+    new = ref(r.get("version"), r.get("new_sha256"))
+    if r.get("result") == "unchanged":
+        return f"{name}: unchanged, still {new}"
+    return f"{name}: {ref(r.get('old_version'), r.get('old_sha256'))} → {new}"
 
 
 class Reloader:
@@ -82,7 +100,9 @@ class Reloader:
             except BaseException as exc:  # noqa: BLE001
                 fut.set_exception(exc)
             return fut
-        self._queue.put((fn, fut))
+        # The submitter's context goes with the work (as asyncio.to_thread does): the reload
+        # thread's lines name the command that asked for it (kernel/log_setup.py, command_logging).
+        self._queue.put((functools.partial(contextvars.copy_context().run, fn), fut))
         return fut
 
     # ------------------------------------------------------------ load, check, swap
@@ -166,15 +186,19 @@ class Reloader:
             r.update(result="abandoned" if exc.stage == "halted" else "failed", error=f"{exc.stage}: {exc}")
             return r
         r["new_sha256"] = version.sha256
+        r["old_version"] = old.number if old else None
         if old is not None and version.sha256 == old.sha256:
             version.unload()
-            r.update(result="unchanged", version=old.number)
+            r.update(result="unchanged", version=old.number, message=reload_message(r))
             return r
         if name in self._registry.canary or name in self._registry.shadow:  # started while this one waited
             version.unload()
             r.update(result="abandoned", error=f"busy: a canary or shadow of {name} runs: promote it or roll it "
                                                "back first")
             return r
+        # On the reload thread, named by the command that asked (submit): a slow check is visible.
+        log.info("reload %s: v%s (%s) passed its checks; storing it and swapping it in", name, version.number,
+                 version.sha256[:12])
         try:
             self.publish(version, by=by, command_id=command_id)  # stored before it goes live
         except ReloadFailed as exc:
@@ -190,6 +214,7 @@ class Reloader:
             return r
         self.mark_current(version, old)
         r.update(result="rolled_back" if stored is not None else "loaded", version=version.number)
+        r["message"] = reload_message(r)
         return r
 
     def load_boot_versions(self) -> None:
@@ -239,6 +264,7 @@ class Reloader:
                  "lock_wait_ms": lock_wait_ms, "old_sha256": old_sha256, "new_sha256": new_sha256,
                  "command_id": command_id}
         self.recent.append(entry)
+        metrics.reload_recorded(result=result, lock_wait_ms=lock_wait_ms)
         self._changes.status_urgent = True
         (log.info if result in ("loaded", "unchanged", "rolled_back", "canary_started", "shadow_started", "promoted",
                                   "canary_rolled_back", "shadow_discarded") else log.error)(

@@ -17,8 +17,10 @@ from .clock import Clock
 from .command_stream import CommandStream
 from .control_watch import ControlWatch
 from .cycle_stats import CycleStats
+from . import metrics
 from .halt import HaltController
 from .ledger import Ledger
+from .ledger_resting import resting_by_slot
 from .protocol import PROTOCOL_VERSION, ms_to_iso, utcnow_iso
 from .release_drift import WorkingTree
 from .run_state import RunState
@@ -57,6 +59,7 @@ class StatusReport:
         self.pid = os.getpid()
         self.started_at = utcnow_iso()
         self.reconciled: dict[str, Any] | None = None  # what startup reconciliation found
+        self.metrics_url: str | None = None  # the Prometheus exporter's, once it listens (kernel/metrics.py)
 
     def maybe_publish(self) -> None:
         now = time.monotonic()
@@ -68,7 +71,9 @@ class StatusReport:
         self._last_wall = time.monotonic()
         # Where the clock was, so a restarted simulated clock resumes from there.
         self._ledger.meta_set(clock_ms=self._clock.now_ms(), _durable=False)
-        self.writer.publish(self.snapshot())
+        snap = self.snapshot()
+        metrics.status_published(cash=snap["ledger"]["cash"], equity=snap["ledger"]["equity"])
+        self.writer.publish(snap)
 
     def snapshot(self) -> dict[str, Any]:
         now = self._clock.now_ms()
@@ -119,6 +124,7 @@ class StatusReport:
             "fills": self._ledger.recent_fills(200),
             "ledger": ledger,
             "cycles": self._stats.status(halt_observed_tick=self._halt.observed_tick),
+            "metrics_url": self.metrics_url,
         }
 
     def _slot_entries(self) -> tuple[list[dict[str, Any]], float, float]:
@@ -128,6 +134,7 @@ class StatusReport:
         marked = 0.0
         scheduling = self._run.running and not self._halt.engaged
         books = self._ledger.positions()  # round trips, dust: one read per status
+        resting = resting_by_slot(self._ledger)  # limit orders resting at the broker (kernel.resting_orders)
         for s in self._slots.values():
             book = books.get(s.id)
             unrealized = None
@@ -154,6 +161,7 @@ class StatusReport:
                 "errors": s.errors, "last_price": s.last_price, "unrealized_pnl": unrealized,
                 "last_order": s.last_order,
                 "dust_qty": book.dust_qty if book else 0.0, "unsellable": book.unsellable if book else None,
+                "resting_orders": resting.get(s.id, []),
                 "config": s.config.model_dump(mode="json"),
             })
         return slots, unrealized_total, marked

@@ -17,11 +17,14 @@ returns in ``Decision.state`` and gets back next cycle as ``ctx.state``.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .errors import StrategyFault
 
 __all__ = [
     "Candle",
@@ -90,24 +93,64 @@ class Decision:
     ``action``: ``"enter"`` (open a long position of the slot's order size),
     ``"exit"`` (close the position) or ``"hold"``. ``state``: a JSON-serialisable
     dict the kernel stores and hands back next cycle (``None`` keeps the old one).
+
+    An enter or exit is a market order unless ``limit_price`` is set: then it is a limit
+    order at that price, which rests until it fills, or until its ``time_in_force`` ends:
+    ``"GTC"`` (until filled or cancelled), ``"IOC"`` (what fills at once, the rest is
+    cancelled), or expiry after ``expire_candles`` candles of the slot's timeframe, or at
+    ``expire_at_ms`` (ms since the epoch, UTC). A bad combination is a :class:`StrategyFault`
+    naming the field, raised where the Decision is built.
     """
 
     action: Literal["enter", "exit", "hold"] = HOLD
     reason: str = ""
     state: dict[str, Any] | None = None
+    limit_price: float | None = None
+    time_in_force: Literal["GTC", "IOC"] = "GTC"
+    expire_candles: int | None = None
+    expire_at_ms: int | None = None
 
     def __post_init__(self) -> None:
         if self.action not in (ENTER, EXIT, HOLD):
             raise ValueError(f"Decision.action must be enter, exit or hold, not {self.action!r}")
+        problem = self._limit_problem()
+        if problem is not None:
+            raise StrategyFault(f"bad Decision: {problem}")
+
+    def _limit_problem(self) -> str | None:
+        limit = self.limit_price
+        if limit is None:
+            if self.time_in_force != "GTC" or self.expire_candles is not None or self.expire_at_ms is not None:
+                return "time_in_force, expire_candles and expire_at_ms need a limit_price (market orders have none)"
+            return None
+        if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not math.isfinite(limit) or limit <= 0:
+            return f"limit_price must be a finite number > 0, not {limit!r}"
+        if self.action == HOLD:
+            return "a hold sends no order: it takes no limit_price"
+        if self.time_in_force not in ("GTC", "IOC"):
+            return f"time_in_force must be 'GTC' or 'IOC', not {self.time_in_force!r}"
+        if self.expire_candles is not None and self.expire_at_ms is not None:
+            return "give expire_candles or expire_at_ms, not both"
+        if self.time_in_force == "IOC" and (self.expire_candles is not None or self.expire_at_ms is not None):
+            return "an IOC order never rests: it takes no expiry"
+        for name in ("expire_candles", "expire_at_ms"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                return f"{name} must be a whole number >= 1, not {value!r}"
+        return None
 
     @classmethod
     def hold(cls, reason: str = "", state: dict[str, Any] | None = None) -> "Decision":
         return cls(HOLD, reason, state)
 
     @classmethod
-    def enter(cls, reason: str = "", state: dict[str, Any] | None = None) -> "Decision":
-        return cls(ENTER, reason, state)
+    def enter(cls, reason: str = "", state: dict[str, Any] | None = None, *, limit_price: float | None = None,
+              time_in_force: Literal["GTC", "IOC"] = "GTC", expire_candles: int | None = None,
+              expire_at_ms: int | None = None) -> "Decision":
+        return cls(ENTER, reason, state, limit_price, time_in_force, expire_candles, expire_at_ms)
 
     @classmethod
-    def exit(cls, reason: str = "", state: dict[str, Any] | None = None) -> "Decision":
-        return cls(EXIT, reason, state)
+    def exit(cls, reason: str = "", state: dict[str, Any] | None = None, *, limit_price: float | None = None,
+             time_in_force: Literal["GTC", "IOC"] = "GTC", expire_candles: int | None = None,
+             expire_at_ms: int | None = None) -> "Decision":
+        return cls(EXIT, reason, state, limit_price, time_in_force, expire_candles, expire_at_ms)

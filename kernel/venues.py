@@ -110,7 +110,7 @@ def build_venue(
         raise OperationalError("an unlimited speed is for replays only")
     costs = paper_costs(options)
     if costs and broker_kind != "paper":
-        raise OperationalError("--fee-rate, --slippage-bps and --fill-price model the paper broker: "
+        raise OperationalError("--fee-rate, --maker-fee-rate, --slippage-bps and --fill-price model the paper broker: "
                                "a real exchange charges its own fees and fills at its own prices")
     if costs.get("fill_price") == "next_open" and kind == "ccxt":
         raise OperationalError("--fill-price next-open needs a feed that has the next candle (synthetic or "
@@ -175,7 +175,7 @@ def paper_costs(options: "KernelOptions") -> dict[str, Any]:
     """The cost model options given (docs/live-trading.md, "Cost models"), as PaperBroker
     keywords; those not given keep the paper broker's defaults."""
     out: dict[str, Any] = {}
-    for name in ("fee_rate", "slippage_bps", "fill_price"):
+    for name in ("fee_rate", "maker_fee_rate", "slippage_bps", "fill_price"):
         value = getattr(options, name, None)
         if value is not None:
             out[name] = value

@@ -3,7 +3,8 @@
 #   chromium (the browser tests drive Debian's headless Chromium; test tools' own browser
 #   downloads do not work here), redis-server (Celery's broker in the Redis tests) and
 #   postgresql (the console's suites run a second time on a throwaway PostgreSQL cluster,
-#   tests/support/postgres.py; the package's own "main" cluster is not created);
+#   tests/support/postgres.py; the package's own "main" cluster is not created), and promtool
+#   (Debian ships it in the prometheus package: tests/test_monitoring_docs.py checks the alert rules);
 #   with BENCH=1, also wrk (the console load benchmark, docs/benchmarks.md).
 # Installs only what is missing; needs root (or sudo) the first time.
 set -euo pipefail
@@ -14,6 +15,7 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v flock >/dev/null 2>&1 || need+=(util-linux)  # flock(1): the shell takes the writers' lock too
 # The server binaries live in /usr/lib/postgresql/<version>/bin, not on PATH.
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || need+=(postgresql)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)  # only its promtool is used; no server is started
 # BENCH=1: also wrk, the HTTP load generator of bench/console_load.py (make bench).
 if [ -n "${BENCH:-}" ] && [ "${BENCH}" != 0 ]; then
   command -v wrk >/dev/null 2>&1 || need+=(wrk)

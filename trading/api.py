@@ -22,6 +22,7 @@ from kernel.protocol import COMMAND_ID_PATTERN, SLOT_ID_PATTERN
 
 from . import selectors, services
 from .auth import API_AUTH, session_auth
+from .services.command_feedback import command_feedback
 from .models import ControlCommand
 from .schemas import (
     NAME_PATTERN,
@@ -35,6 +36,7 @@ from .schemas import (
     HaltIn,
     KernelDetailOut,
     KernelOut,
+    ReleaseIn,
     ReloadIn,
     RollbackIn,
     SlotConfigPatchIn,
@@ -86,6 +88,7 @@ def _accepted(command: ControlCommand, *, audit: str = "recorded") -> Status:
         "status": command.status,
         "error": command.error,
         "detail": command.detail if isinstance(command.detail, dict) else None,
+        "message": command_feedback(command=command),
         "audit": audit,
     })
 
@@ -171,11 +174,12 @@ def kernel_halt(request, payload: HaltIn, name: str = KernelName, wait: float = 
 
 @kernels_router.post("/{name}/release", response={202: CommandAcceptedOut, **_WRITE_ERRORS},
                      operation_id="kernel_release")
-def kernel_release(request, name: str = KernelName, wait: float = Wait):
+def kernel_release(request, name: str = KernelName, wait: float = Wait, payload: Optional[ReleaseIn] = None):
     """Release a latched halt (409 unless the kernel reports halted). The kernel stays paused
-    until someone resumes it."""
+    until someone resumes it. An optional ``reason`` goes into the audit log."""
     kernel = selectors.kernel_get(name)
-    command = services.halt_release(kernel=kernel, actor=_actor(request))
+    command = services.halt_release(kernel=kernel, actor=_actor(request),
+                                    reason=(payload.reason or "") if payload is not None else "")
     if wait > 0:
         command = services.command_wait(command=command, timeout_s=wait)
     return _accepted(command)
@@ -307,4 +311,8 @@ def add_routers(api) -> None:
     api.add_router("/audit", audit_router)
     api.add_router("/tokens", tokens_router)
     api.add_router("/health", health_router)
+    from .api_trading import add_trading_routers  # fills, positions, equity, slot.add; it imports nothing of this module
+    add_trading_routers(api, slots_router=slots_router)
+    from .api_reports import reports_router  # GET /kernels/{name}/report; imports nothing of this module
+    api.add_router("/kernels", reports_router)
 

@@ -27,8 +27,9 @@ PROBLEMS = {
 
 def kernel_stale(kernel: Kernel, now: datetime | None = None) -> bool:
     """No heartbeat, or one older than FORESIGHT_STALE_AFTER_S. A kernel that stopped
-    cleanly (its last status says "stopped") is not stale: it said goodbye."""
-    if kernel.state == "stopped" and not kernel.halt_engaged:
+    cleanly (its last status says "stopped") is not stale, halted or not: it said goodbye
+    (kernel.stopped; a halt still in force is shown as halted)."""
+    if kernel.state == "stopped":
         return False
     if kernel.heartbeat_at is None:
         return True

@@ -302,3 +302,40 @@ class EquitySample(models.Model):
 
     class Meta:
         ordering = ["at"]
+
+
+class NotificationDelivery(models.Model):
+    """One audit event told on one channel's target (a webhook URL, a chat, the mail): its
+    message, tries and outcome (services/notifications.py). At most one per (event, channel,
+    target): the same halt seen by ten syncs is one audit event, hence one message."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        SENT = "sent"
+        FAILED = "failed"  # given up after the last try
+
+    event_key = models.CharField(max_length=200)  # the audit event's dedupe key, else "audit:<id>"
+    audit_event_id = models.BigIntegerField(db_index=True)  # no FK: the audit log is append-only
+    action = models.CharField(max_length=64)
+    kernel_name = models.CharField(max_length=64, blank=True, default="")
+    channel = models.CharField(max_length=16)  # webhook | email | telegram
+    target = models.CharField(max_length=64)  # a hash of the URL or chat: never the secret itself
+    text = models.TextField()
+    fields = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.PENDING, db_index=True)
+    attempts = models.IntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now, db_index=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["event_key", "channel", "target"], name="notification_once_per_target"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} → {self.channel} ({self.status})"

@@ -137,6 +137,9 @@ class CommandAcceptedOut(Schema):
     status: str
     error: str = ""
     detail: Optional[dict[str, Any]] = None
+    message: str = Field("", description="the fate in one line, with what the kernel reported: a reload's "
+                                         "old → new version and sha256, a flatten's fill price and P&L, a "
+                                         "rejection's reason")
     audit: str = Field("recorded", description="recorded, or spooled when the database was unavailable")
 
 
@@ -156,6 +159,13 @@ class HaltIn(Schema):
     model_config = ConfigDict(extra="forbid")
 
     reason: str = Field(..., min_length=1, max_length=500)
+
+
+class ReleaseIn(Schema):
+    model_config = ConfigDict(extra="forbid")
+
+    # Optional here so that clients which post no body keep working; the admin's page requires one.
+    reason: Optional[str] = Field(None, max_length=500, description="why; goes into the audit log")
 
 
 # ===================================================================== audit

@@ -10,6 +10,7 @@ from django.utils import timezone
 from .models import ApiToken, AuditEvent, ControlCommand, EquitySample, Kernel, Slot
 from .console_health import console_health, kernel_stale
 from .release_reads import fleet_strategies, kernel_releases, strategy_versions, version_diff
+from .slot_reads import effective_params, slot_effective_state, slot_page
 from .services import NotFound
 
 __all__ = [
@@ -33,6 +34,9 @@ __all__ = [
     "kernel_releases",
     "console_health",
     "kernel_stale",
+    "slot_page",
+    "slot_effective_state",
+    "effective_params",
 ]
 
 
@@ -204,6 +208,7 @@ def kernel_dashboard(*, kernel: Kernel, window: timedelta) -> dict:
             "strategy": slot.strategy,
             "state": slot.state,
             "position_qty": slot.position_qty,
+            "effective_state": slot_effective_state(slot, now),
             "unrealized_pnl": slot.unrealized_pnl or 0.0,
             **stats,
         })
@@ -222,6 +227,9 @@ def kernel_dashboard(*, kernel: Kernel, window: timedelta) -> dict:
         "window": window,
         "since": since,
         "until": until,
+        # The equity chart's clock: its samples are stamped with wall time.
+        "equity_since": now - window,
+        "equity_until": now,
         "slots": per_slot,
         "total": total,
         "equity": equity,

@@ -35,8 +35,10 @@ from .services.task_queue import (
     DELIVER_COMMAND,
     DELIVER_HALT,
     EXPIRE_COMMANDS,
+    SEND_NOTIFICATIONS,
     SYNC_HOST_KERNELS,
 )
+from .services.notifications import notifications_run
 
 log = logging.getLogger("trading.tasks")
 
@@ -80,7 +82,8 @@ def deliver_command(self, command_pk: int, *extra, **forged) -> str:
         return command.status  # eagerly (no broker), syncstatus --loop re-delivers what failed
     if self.request.retries >= self.max_retries:
         log.error("command %s: %d delivery attempts failed (%s); the host's sync keeps trying until it "
-                  "expires at %s", command.command_id, self.request.retries + 1, command.error, command.expires_at)
+                  "expires at %s", command.command_id, self.request.retries + 1, command.error, command.expires_at,
+                  extra={"command_id": command.command_id})
         return command.status
     countdown = _backoff(self.request.retries, RETRY_MAX_COUNTDOWN_S)
     if command.expires_at is not None:
@@ -110,10 +113,11 @@ def deliver_halt(self, command_id: str, kernel_name: str, *extra, **forged) -> s
     except (ControlError, OSError, ValueError, DatabaseError) as exc:
         if last_try:
             log.critical("HALT %s for kernel %s could not be written: %s (the host's sync keeps trying)",
-                         command_id, kernel_name, exc)
+                         command_id, kernel_name, exc, extra={"command_id": command_id})
             return "failed"
         error = exc
-    log.critical("HALT %s for kernel %s could not be written yet: %s; retrying", command_id, kernel_name, error)
+    log.critical("HALT %s for kernel %s could not be written yet: %s; retrying", command_id, kernel_name, error,
+                 extra={"command_id": command_id})
     raise self.retry(countdown=_backoff(self.request.retries, 5.0))
 
 
@@ -140,3 +144,9 @@ def check_stale_kernels() -> list[str]:
 def expire_commands() -> int:
     """Beat, on the console's queue: expire (and audit) commands whose host never took them."""
     return services.commands_expire_due()
+
+
+@shared_task(name=SEND_NOTIFICATIONS, ignore_result=True)
+def send_notifications() -> dict:
+    """Beat (and each sync round), on the console's queue: tell new events, retry what is due."""
+    return notifications_run()

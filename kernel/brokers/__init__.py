@@ -45,6 +45,7 @@ class OrderRequest:
     qty: float  # base currency, > 0
     type: OrderType = "market"
     limit_price: float | None = None
+    time_in_force: Literal["GTC", "IOC"] = "GTC"  # a limit order's: rest until done, or fill at once or never
 
 
 @dataclass(frozen=True)
@@ -170,6 +171,12 @@ class Broker:
     def use_ledger(self, ledger: Any) -> None:
         """Handed the kernel's ledger at startup (the ccxt broker looks up an order's
         symbol there). Default: not needed."""
+
+    def mark_candle(self, symbol: str, candle: Any) -> list[Fill]:
+        """A closed candle of ``symbol`` (a :class:`kernel.strategy_api.Candle`): a simulated
+        exchange fills the resting limit orders it trades through. Default: nothing (a real
+        exchange fills them itself; the kernel polls it)."""
+        return []
 
     def on_tick(self) -> None:
         """Called once per tick: proof that the tick loop lives (the ccxt broker's dead

@@ -119,7 +119,8 @@ class CcxtBroker(Broker):
             try:
                 raw = self.client.call_once(
                     "create_order", req.symbol, req.type, req.side, req.qty,
-                    req.limit_price if req.type == "limit" else None, {"clientOrderId": cid},
+                    req.limit_price if req.type == "limit" else None,
+                    {"clientOrderId": cid, **({"timeInForce": req.time_in_force} if req.type == "limit" else {})},
                 )
             except DuplicateClientOrderId:
                 existing = self._fetch_retrying(cid, req.symbol, deadline)

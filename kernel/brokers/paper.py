@@ -14,7 +14,13 @@ Rules (spot, long only):
   ``slippage_bps``; the fee is ``fee_rate`` x notional, in the quote currency;
 - limit orders rest (``open``) and reserve what they need (quote for a buy,
   notional + fee; base for a sell) until :meth:`PaperBroker.mark_price` crosses
-  them (buy: price <= limit, sell: price >= limit); they fill at the limit price;
+  them (buy: price <= limit, sell: price >= limit; they fill at the limit price) or
+  :meth:`PaperBroker.mark_candle` gets a candle, opening at or after the order was placed,
+  that trades through them (buy: low <= limit, sell: high >= limit); they fill whole at the
+  limit, or at the candle's open when it gapped through (a better price), with the maker fee
+  (``maker_fee_rate``, else ``fee_rate``). A limit order already marketable when placed
+  (buy: the slipped price <= limit) fills at once like a market order, at the better of the
+  two prices; an IOC one that is not is cancelled at once;
 - with a markets table (``markets``: symbol -> :class:`kernel.brokers.MarketRules`, e.g.
   :data:`BINANCE_SPOT_MARKETS`) an order below the market's amount or value minimum, or off
   its amount step, is ``OrderRejected`` as the exchange would; without one every quantity
@@ -144,6 +150,7 @@ class PaperBroker(Broker):
         next_open: Callable[[str, int], float | None] | None = None,
         crash_hook: Callable[[str], None] | None = None,
         markets: dict[str, MarketRules] | None = None,
+        maker_fee_rate: float | None = None,
     ) -> None:
         if not isinstance(quote, str) or not quote or "/" in quote:
             raise OperationalError(f"paper broker: bad quote currency {quote!r}")
@@ -157,6 +164,10 @@ class PaperBroker(Broker):
         self.path = Path(path) if path is not None else None
         self.quote = quote
         self.fee_rate = fee_f
+        maker_f = fee_f if maker_fee_rate is None else _real(maker_fee_rate)
+        if maker_f is None or not 0 <= maker_f < 1:
+            raise OperationalError(f"paper broker: maker_fee_rate must be in [0, 1), not {maker_fee_rate!r}")
+        self.maker_fee_rate = maker_f
         self.slippage_bps = slip_f
         if fill_price not in ("close", "next_open") or (fill_price == "next_open" and next_open is None):
             raise OperationalError(f"paper broker: fill_price must be 'close' or 'next_open' (with a next_open "
@@ -262,6 +273,26 @@ class PaperBroker(Broker):
                     fills.append(self._fill(c, row, limit, now_ms))
         return fills
 
+    def mark_candle(self, symbol: str, candle: object) -> list[Fill]:
+        """Fill the resting limit orders on ``symbol`` that ``candle`` trades through, oldest
+        first: only orders placed at or before the candle opened (a later candle's)."""
+        ts, o, h, lo = (getattr(candle, k, None) for k in ("ts", "open", "high", "low"))
+        if not isinstance(ts, int) or any(_real(x) is None or x <= 0 for x in (o, h, lo)):
+            return []
+        fills: list[Fill] = []
+        with self._tx() as c:
+            rows = c.execute(
+                "SELECT * FROM orders WHERE status IN (?, ?) AND symbol = ? AND type = 'limit' AND created_ms <= ?"
+                " ORDER BY seq", (*_OPEN, symbol, ts),
+            ).fetchall()
+            for row in rows:
+                limit = row["limit_price"]
+                if row["side"] == "buy" and lo <= limit:
+                    fills.append(self._fill(c, row, min(limit, o), ts))
+                elif row["side"] == "sell" and h >= limit:
+                    fills.append(self._fill(c, row, max(limit, o), ts))
+        return fills
+
     def market_rules(self, symbol: str) -> MarketRules:
         return self.markets.get(symbol, MarketRules())
 
@@ -362,10 +393,21 @@ class PaperBroker(Broker):
             if limit is None or limit <= 0:
                 raise OrderRejected(f"invalid order: limit_price must be a finite number > 0, not {req.limit_price!r}")
 
-        if limit is not None:
-            price = limit
+        fee_rate = self.fee_rate
+        slip = self.slippage_bps / 1e4
+        taker = None if limit is None else _real(ref_price)
+        if taker is not None and taker <= 0:
+            taker = None
+        if taker is not None:
+            taker = taker * (1 + slip) if side == "buy" else taker * (1 - slip)
+            if (side == "buy" and taker > limit) or (side == "sell" and taker < limit):
+                taker = None  # not marketable: it rests
+        rests = limit is not None and taker is None  # an IOC that would rest is cancelled at once
+        if rests:
+            price, fee_rate = limit, self.maker_fee_rate
+        elif limit is not None:
+            price = taker
         else:  # slippage always goes against the taker
-            slip = self.slippage_bps / 1e4
             price = ref * (1 + slip) if side == "buy" else ref * (1 - slip)
         rules = self.markets.get(req.symbol)
         if rules is not None:
@@ -377,7 +419,7 @@ class PaperBroker(Broker):
 
         # What the order needs, checked against what is free (total minus open orders' reservations).
         if side == "buy":
-            fee, cost = _buy_cost(qty, price, self.fee_rate)
+            fee, cost = _buy_cost(qty, price, fee_rate)
             free = self._free(c, quote)
             if cost > free:
                 raise OrderRejected(
@@ -402,11 +444,14 @@ class PaperBroker(Broker):
                    limit_price, status, filled_qty, avg_price, fee_rate, reserved_currency, reserved,
                    created_ms, updated_ms)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'open', 0.0, NULL, ?, ?, ?, ?, ?)""",
-            (seq, req.client_order_id, f"P-{req.client_order_id}", req.symbol, side, otype, qty, limit, self.fee_rate,
+            (seq, req.client_order_id, f"P-{req.client_order_id}", req.symbol, side, otype, qty, limit, fee_rate,
              reserved_currency, str(reserved), now_ms, now_ms),
         )
         row = self._order_row(c, req.client_order_id)
-        if otype == "market":
+        if rests and req.time_in_force == "IOC":
+            c.execute("UPDATE orders SET status = 'cancelled' WHERE seq = ?", (seq,))
+            row = self._order_row(c, req.client_order_id)
+        elif not rests:
             self._fill(c, row, price, now_ms)
             row = self._order_row(c, req.client_order_id)
         return self._order_from_row(c, row)

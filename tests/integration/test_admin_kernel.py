@@ -71,7 +71,7 @@ def test_a_command_the_kernel_rejects_shows_the_kernels_reason(registered, login
     proc, kernel = registered
     client = login("Risk")
     messages = click(client, reverse("admin:trading_kernel_control", args=[kernel.pk, "rollback"]),
-                     {"strategy": "ema_cross"})
+                     {"strategy": "ema_cross", "confirm": "yes", "reason": "drill"})  # confirmed (issue 14)
     reason = "no previous version of ema_cross to roll back to"
     assert messages == [f"Rollback ema_cross on it: rejected: {reason}"]
     command = ControlCommand.objects.get(action="rollback")
@@ -100,8 +100,10 @@ def test_halt_then_release_from_the_admin(registered, login):
     messages = click(client, reverse("admin:trading_kernel_control", args=[kernel.pk, "resume"]))
     assert messages == ["Resume on it: kernel it is halted: release the halt first, then resume"]
 
-    messages = click(client, reverse("admin:trading_kernel_release", args=[kernel.pk]))
-    assert messages == ["Release halt on it: applied", "Kernel it stays paused until someone resumes it."]
+    messages = click(client, reverse("admin:trading_kernel_release", args=[kernel.pk]),
+                     {"confirm": "yes", "reason": "drill over"})  # confirmed with a reason (issue 14)
+    assert messages == ["Release halt on it: applied: kernel paused: resume to trade",
+                        "Kernel it stays paused until someone resumes it."]
     assert proc.wait(lambda s: s["state"] == "paused", what="paused after the release")
     actions = list(AuditEvent.objects.filter(kernel_name="it").values_list("action", flat=True))
     assert {"halt.engaged", "halt.observed", "halt.cleared", "command.applied"} <= set(actions)

@@ -23,6 +23,8 @@ carry names and ids only (tests/integration/test_celery_trust.py has the forged 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 import threading
 import time
@@ -209,14 +211,24 @@ def test_commands_reach_only_their_kernels_host_and_every_outcome_is_audited(clu
     assert len(audits(cluster, "halt.observed")) == 1
     assert f"HALT {halt_id} written into" in cluster.log_of("worker-b")
 
-    # beta stops reporting: the console's worker flags it (audit event once, ERROR log line).
+    # beta hangs (SIGSTOP): the console's worker flags it (audit event once, ERROR log line once);
+    # running again, it is recovered; a clean stop (SIGTERM) is kernel.stopped, not stale.
+    os.kill(kb.pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: [e for e in audits(cluster, "kernel.stale") if e["kernel_name"] == "beta"],
+                   timeout=WAIT_S, what="a kernel.stale audit event for beta")
+        time.sleep(3.0)  # more stale checks run: the outage is still audited once, and logged once
+        assert [e["kernel_name"] for e in audits(cluster, "kernel.stale")].count("beta") == 1
+        assert console.log().count("kernel beta is stale") == 1
+        assert "ERROR/ForkPoolWorker" in console.log()
+    finally:
+        os.kill(kb.pid, signal.SIGCONT)
+    wait_until(lambda: [e for e in audits(cluster, "kernel.recovered") if e["kernel_name"] == "beta"],
+               timeout=WAIT_S, what="a kernel.recovered audit event for beta")
     kb.terminate()
-    wait_until(lambda: [e for e in audits(cluster, "kernel.stale") if e["kernel_name"] == "beta"],
-               timeout=WAIT_S, what="a kernel.stale audit event for beta")
-    time.sleep(3.0)  # more stale checks run: the outage is still audited once, and logged each time
+    wait_until(lambda: [e for e in audits(cluster, "kernel.stopped") if e["kernel_name"] == "beta"],
+               timeout=WAIT_S, what="a kernel.stopped audit event for beta")
     assert [e["kernel_name"] for e in audits(cluster, "kernel.stale")].count("beta") == 1
-    assert console.log().count("kernel beta is stale") >= 2
-    assert "ERROR/ForkPoolWorker" in console.log()
 
 
 # ================================================================== no Redis: the embedded default

@@ -40,3 +40,24 @@ def test_a_busy_state_dir_exits_1_with_one_line_naming_the_holder(tmp_path, caps
     assert exit_.value.code == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "in use by another kernel (pid" in err and "Traceback" not in err
+
+
+def test_maker_fee_rate_reaches_the_paper_broker_and_defaults_to_the_fee_rate(tmp_path):
+    from kernel.options import KernelOptions
+    from kernel.venues import build_venue, paper_costs
+
+    parser = cli.main_parser()
+    given = vars(parser.parse_args(["--state-dir", "x", "--fee-rate", "0.002", "--maker-fee-rate", "0.0002"]))
+    assert (given["fee_rate"], given["maker_fee_rate"]) == (0.002, 0.0002)
+    venue = build_venue(KernelOptions(state_dir=tmp_path, fee_rate=0.002, maker_fee_rate=0.0002), state_dir=tmp_path)
+    try:
+        assert (venue.broker.fee_rate, venue.broker.maker_fee_rate) == (0.002, 0.0002)
+    finally:
+        venue.broker.close()
+    assert "maker_fee_rate" not in paper_costs(KernelOptions(state_dir=tmp_path, fee_rate=0.002))
+    (tmp_path / "b").mkdir()
+    venue = build_venue(KernelOptions(state_dir=tmp_path / "b", fee_rate=0.002), state_dir=tmp_path / "b")
+    try:
+        assert venue.broker.maker_fee_rate == 0.002
+    finally:
+        venue.broker.close()

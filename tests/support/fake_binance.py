@@ -12,6 +12,7 @@ the exchange acted (:meth:`drop`). Used by tests/integration/test_ccxt_over_http
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import hmac
 import threading
@@ -23,7 +24,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import requests
 
-from tests.kernel.ccxt_http import FakeBinance, Reply, _f
+from tests.kernel.ccxt_http import FakeBinance, Reply, _f, fixture
 
 __all__ = ["FakeBinanceServer", "TEST_KEY", "TEST_SECRET", "INTERVALS"]
 
@@ -35,7 +36,8 @@ _SIGNED = {"/api/v3/order", "/api/v3/openOrders", "/api/v3/myTrades", "/api/v3/a
 
 class _Exchange(FakeBinance):
     """The emulation, plus market orders that fill only in part (Binance: ``EXPIRED``, an
-    IOC market order that ran out of book) and per-request latency."""
+    IOC market order that ran out of book), per-request latency, and resting LIMIT orders
+    that trade when the test moves the price (:meth:`trade_limits`)."""
 
     def __init__(self, **kw: Any) -> None:
         super().__init__(server_clock=lambda: time.time_ns() // 1_000_000, **kw)
@@ -43,6 +45,14 @@ class _Exchange(FakeBinance):
 
     def _create(self, r):  # type: ignore[override]
         share = self.partial.popleft() if self.partial and r.form.get("type") == "MARKET" else None
+        if share is None and r.form.get("type") == "LIMIT":  # rests (GTC) or, with no book here, expires (IOC)
+            reply = super()._create(r)
+            order = self.orders.get(r.form.get("newClientOrderId")) if reply.status == 200 else None
+            if order is not None:
+                tif = r.form.get("timeInForce", "GTC")
+                order.update(timeInForce=tif, **({"status": "EXPIRED"} if tif == "IOC" else {}))
+                reply.body.update(timeInForce=tif, status=order["status"])
+            return reply
         if share is None:
             return super()._create(r)
         full = float(r.form["quantity"])
@@ -53,6 +63,40 @@ class _Exchange(FakeBinance):
             for payload in (reply.body, self.orders[cid]):
                 payload.update(origQty=_f(full), status="EXPIRED")
         return reply
+
+    def trade_limits(self, symbol: str, price: float, qty: float | None = None) -> int:
+        """The market trades at ``price``: resting LIMIT orders on ``symbol`` it crosses (buy:
+        price <= limit, sell: price >= limit) fill at their limit, up to ``qty`` each (all that is
+        left by default: less leaves them PARTIALLY_FILLED). The fee (0.1 %) is in the quote.
+        Returns how many trades were made."""
+        made = 0
+        for order in list(self.orders.values()):
+            if (order["symbol"], order.get("type")) != (symbol, "LIMIT") or order["status"] not in (
+                    "NEW", "PARTIALLY_FILLED"):
+                continue
+            limit, side = float(order["price"]), order["side"]
+            if (side == "BUY" and price > limit) or (side == "SELL" and price < limit):
+                continue
+            left = float(order["origQty"]) - float(order["executedQty"])
+            part = round(min(left, qty) if qty is not None else left, 8)
+            if part <= 0:
+                continue
+            fee, base = part * limit * 0.001, symbol[:-4]
+            trade = copy.deepcopy(fixture("binance", "my_trades.json")[0])
+            trade.update(symbol=symbol, id=next(self.trade_ids), orderId=order["orderId"], price=_f(limit),
+                         qty=_f(part), quoteQty=_f(part * limit), commission=_f(fee), commissionAsset="USDT",
+                         time=self.server_ms, isBuyer=side == "BUY", isMaker=True)
+            self.trades.setdefault(order["orderId"], []).append(trade)
+            sign = 1 if side == "BUY" else -1
+            self.balances[base] = self.balances.get(base, 0.0) + sign * part
+            self.balances["USDT"] = self.balances.get("USDT", 0.0) - sign * part * limit - fee
+            executed = float(order["executedQty"]) + part
+            order.update(executedQty=_f(executed),
+                         cummulativeQuoteQty=_f(float(order["cummulativeQuoteQty"]) + part * limit),
+                         status="FILLED" if executed >= float(order["origQty"]) - 1e-12 else "PARTIALLY_FILLED",
+                         updateTime=self.server_ms)
+            made += 1
+        return made
 
 
 class FakeBinanceServer:
@@ -138,6 +182,11 @@ class FakeBinanceServer:
         seconds or ``drop``-ped after it acted, or (a market order) a ``partial`` fill."""
         with self.lock:
             self._plan[(method, path, n)] = {"reply": reply, "hang": hang, "drop": drop, "partial": partial}
+
+    def trade_limits(self, symbol: str, price: float, qty: float | None = None) -> int:
+        """Resting LIMIT orders that ``price`` crosses fill (up to ``qty`` each): see :meth:`_Exchange.trade_limits`."""
+        with self.lock:
+            return self.exchange.trade_limits(symbol, price, qty)
 
     def count(self, method: str, path: str) -> int:
         with self.lock:

@@ -1,6 +1,7 @@
 """The kernel's admin: its buttons per role, HALT and its release, the dashboard, registering a kernel."""
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -54,8 +55,15 @@ def test_rollback_is_for_risk_users_only_and_names_its_strategy(login, kernel):
     response = client.post(kernel_url("control", kernel, "rollback"))
     assert response.status_code == 302
     assert texts(response) == ["Rollback on k1: choose the strategy to roll back"]
-    client.post(kernel_url("control", kernel, "rollback"), {"strategy": "ema_cross"})
-    assert ControlCommand.objects.get(action="rollback").args == {"strategy": "ema_cross"}
+    # A rollback asks first (issue 14), naming what it does; the reason is optional.
+    page = client.post(kernel_url("control", kernel, "rollback"), {"strategy": "ema_cross"}).content.decode()
+    assert "back to its previous version on every slot that runs it" in page
+    assert not ControlCommand.objects.filter(action="rollback").exists()
+    client.post(kernel_url("control", kernel, "rollback"), {"strategy": "ema_cross", "confirm": "yes",
+                                                            "reason": "v2 misbehaves"})
+    command = ControlCommand.objects.get(action="rollback")
+    assert command.args == {"strategy": "ema_cross"}
+    assert AuditEvent.objects.get(action="version.rollback", command_id=command.command_id).payload["reason"] == "v2 misbehaves"
 
 
 def test_reload_of_one_strategy_and_a_redirect_back_to_where_the_button_was(login, kernel):
@@ -86,7 +94,8 @@ def test_kernel_page_shows_only_the_buttons_the_user_may_press(login, kernel):
     assert 'id="halt-button"' in page and 'id="kernel-pause"' in page
     assert 'id="release-button"' not in page and 'value="rollback"' not in page
     page = login("Risk").get(reverse("admin:trading_kernel_change", args=[kernel.pk])).content.decode()
-    assert 'id="halt-button"' in page and 'id="release-button"' in page and 'value="rollback"' in page
+    assert 'id="halt-button"' in page and 'value="rollback"' in page
+    assert 'id="release-button"' not in page  # Release only while halted (issue 14)
     assert '<option value="ema_cross">ema_cross</option>' in page
 
 
@@ -131,9 +140,18 @@ def test_release_is_for_risk_users_and_refused_when_not_halted(login, kernel):
 def test_release_of_a_halted_kernel_is_issued(login, kernel):
     write_kernel_status(Path(kernel.state_dir), halt_reason="manual stop", tick=11)
     services.status_sync(kernel=kernel)
-    response = login("Risk").post(kernel_url("release", kernel))
+    client = login("Risk")
+    # A confirmation page first, which wants a reason (issue 14).
+    assert "Reason (required" in client.post(kernel_url("release", kernel)).content.decode()
+    page = client.post(kernel_url("release", kernel), {"confirm": "yes", "reason": "  "}).content.decode()
+    assert "A reason is required to release a halt." in page
+    assert not ControlCommand.objects.filter(action="release").exists()
+    response = client.post(kernel_url("release", kernel), {"confirm": "yes", "reason": "positions checked"})
     command = ControlCommand.objects.get(action="release")
     assert command.actor == "risk" and command.source == "admin"
+    assert command.args == {"reason": "positions checked"}
+    issued = AuditEvent.objects.get(action="command.issued", command_id=command.command_id)
+    assert issued.payload["args"]["reason"] == "positions checked"
     assert texts(response) == [f"Release halt on k1: sent, not confirmed yet (command id {command.command_id})"]
 
 
@@ -161,7 +179,7 @@ def test_dashboard_of_a_healthy_kernel(login, kernel):
     assert response.status_code == 200
     assert 'id="halt-banner"' not in page and 'id="stale-banner"' not in page
     assert 'id="slot-btc-5m"' in page and 'id="slot-eth-5m"' in page
-    assert "v1 <code>24fb6748</code>" in page
+    assert re.search(r'v1 <code title="24fb6748[0-9a-f]{56}">24fb6748</code>', page)  # the full sha256 on hover
     assert 'id="halt-button"' in page and "<strong>1h</strong>" in page
     assert "dashboard-live" in page  # and the script that refreshes it
 

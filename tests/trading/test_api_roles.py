@@ -55,6 +55,13 @@ ENDPOINTS = [
     ("post", "/api/kernels/k1/strategies/rsi_reversion/abort", {"reason": "role test"}, "rollback_strategy"),
     ("get", "/api/fleet/strategies", None, "view_kernel"),
     ("post", "/api/fleet/strategies/ema_cross/reload", {"reason": "role test"}, "deploy_fleet"),
+    # Trading (issue 14): fills, positions, equity; slot.add needs what any slot configuration needs.
+    ("get", "/api/kernels/k1/fills", None, "view_fill"),
+    ("get", "/api/kernels/k1/positions", None, "view_slot"),
+    ("get", "/api/kernels/k1/equity", None, "view_equitysample"),
+    ("get", "/api/kernels/k1/report", None, "view_fill"),
+    ("post", "/api/kernels/k1/slots", {"id": "sol-15m", "symbol": "SOL/USDT", "timeframe": "15m",
+                                       "strategy": "ema_cross"}, "configure_slot"),
 ]
 
 
@@ -77,7 +84,8 @@ def test_each_endpoint_needs_what_the_admin_needs():
     """Command endpoints use exactly services.required_permission (the admin's source of truth)."""
     by_action = {"start": "/start", "stop": "/stop", "pause": "/pause", "resume": "/resume", "reload": "/reload",
                  "rollback": "/rollback", "halt": "/halt", "release": "/release", "slot.pause": "btc-5m/pause",
-                 "slot.resume": "btc-5m/resume", "slot.flatten": "btc-5m/flatten", "slot.configure": "btc-5m/config"}
+                 "slot.resume": "btc-5m/resume", "slot.flatten": "btc-5m/flatten", "slot.configure": "btc-5m/config",
+                 "slot.add": "k1/slots"}
     for action, suffix in by_action.items():
         perm = next(p for m, path, _, p in ENDPOINTS if path.endswith(suffix) and m != "get")
         assert services.required_permission(action) == f"trading.{perm}", action

@@ -18,7 +18,7 @@ from tests.support.status_reader import read_control as control_json
 pytestmark = pytest.mark.django_db
 
 NAMES = (task_queue.DELIVER_COMMAND, task_queue.DELIVER_HALT, task_queue.SYNC_HOST_KERNELS,
-         task_queue.CHECK_STALE_KERNELS, task_queue.EXPIRE_COMMANDS)
+         task_queue.CHECK_STALE_KERNELS, task_queue.EXPIRE_COMMANDS, task_queue.SEND_NOTIFICATIONS)
 
 
 def test_every_task_name_is_a_registered_task_and_the_settings_use_them():

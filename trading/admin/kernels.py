@@ -15,14 +15,17 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.http import urlencode
 
 from .. import selectors, services
 from ..models import ControlCommand, Kernel
 from .access import can, require, safe_next
-from .command_buttons import CommandButtonsMixin, command_wait_s
+from .command_buttons import (BUTTON_TEXT, CommandButtonsMixin, command_wait_s, halt_display,
+                              kernel_button_shown, kernel_silent, silent_consequence)
 from .confirm_views import confirmation_page, confirmed
 from .display import format_age, heartbeat_age, heartbeat_stale, state_badge
 from .releases import ReleaseViewsMixin, fleet_column, fleet_scope
+from .report import ReportViewMixin
 from .service_forms import Refused, ServiceSaveMixin
 
 DASHBOARD_WINDOWS = {
@@ -46,7 +49,7 @@ KERNEL_BUTTONS = {
 
 
 @admin.register(Kernel)
-class KernelAdmin(ReleaseViewsMixin, ServiceSaveMixin, CommandButtonsMixin, admin.ModelAdmin):
+class KernelAdmin(ReportViewMixin, ReleaseViewsMixin, ServiceSaveMixin, CommandButtonsMixin, admin.ModelAdmin):
     list_display = ("name", "state_display", "heartbeat_display", "halt_display", "control_error_short",
                     "strategies_display", "dashboard_link")
     search_fields = ("name", "host")
@@ -122,7 +125,9 @@ class KernelAdmin(ReleaseViewsMixin, ServiceSaveMixin, CommandButtonsMixin, admi
 
     @admin.display(description="dashboard")
     def dashboard_link(self, obj: Kernel):
-        return format_html('<a href="{}">Dashboard</a>', reverse("admin:trading_kernel_dashboard", args=[obj.pk]))
+        return format_html('<a href="{}">Dashboard</a> · <a href="{}">Report</a>',
+                           reverse("admin:trading_kernel_dashboard", args=[obj.pk]),
+                           reverse("admin:trading_kernel_report", args=[obj.pk]))
 
     @admin.display(description="status.json")
     def status_pretty(self, obj: Kernel):
@@ -149,16 +154,19 @@ class KernelAdmin(ReleaseViewsMixin, ServiceSaveMixin, CommandButtonsMixin, admi
 
     def controls_context(self, request: HttpRequest, kernel: Kernel, next_url: str) -> dict[str, Any]:
         buttons = [
-            {"action": a, "label": label, "help": help_text,
+            {"action": a, "label": BUTTON_TEXT.get(a, label), "help": help_text,
              "url": reverse("admin:trading_kernel_control", args=[kernel.pk, a])}
-            for a, (label, help_text) in KERNEL_BUTTONS.items() if can(request, a)
+            for a, (label, help_text) in KERNEL_BUTTONS.items() if can(request, a) and kernel_button_shown(a, kernel)
         ]
         return {
             "kernel": kernel,
             "kernel_buttons": buttons,
             "kernel_strategies": selectors.kernel_strategies(kernel=kernel) if buttons else [],
             "can_halt": can(request, "halt"),
-            "can_release": can(request, "release"),
+            "can_release": can(request, "release") and kernel.halt_engaged,  # Release only while halted
+            "halted": halt_display(kernel),
+            "silent": kernel_silent(kernel),
+            "kernel_audit_url": reverse("admin:trading_auditevent_changelist") + "?" + urlencode({"kernel": kernel.name}),
             "halt_url": reverse("admin:trading_kernel_halt", args=[kernel.pk]),
             "release_url": reverse("admin:trading_kernel_release", args=[kernel.pk]),
             "next_url": next_url,
@@ -233,6 +241,25 @@ class KernelAdmin(ReleaseViewsMixin, ServiceSaveMixin, CommandButtonsMixin, admi
             self.message_user(request, f"Rollback on {kernel}: choose the strategy to roll back", messages.ERROR)
             return HttpResponseRedirect(back)
         label = KERNEL_BUTTONS[action][0] + (f" {strategy}" if strategy else "")
+        if not confirmed(request) and (action == "rollback" or kernel_silent(kernel)):
+            silent = silent_consequence(kernel, f"{BUTTON_TEXT.get(action, label)}") if kernel_silent(kernel) else ""
+            rollback = action == "rollback"
+            return confirmation_page(
+                request, model_admin=self, title=f"{label} on {kernel.name}?", object=kernel,
+                consequence=" ".join(filter(None, [
+                    f"This swaps {strategy} on {kernel.name} back to its previous version on every slot "
+                    "that runs it." if rollback else "", silent])),
+                confirm_label=f"Yes, {label.lower()}" + (" when it returns" if silent else ""),
+                ask_reason=rollback, reason_goes="goes into the audit log", danger=rollback, hidden=[("strategy", strategy)] if strategy else [],
+                action_url=request.path, next_url=back,
+            )
+        if action == "rollback":
+            actor = services.Actor.from_request(request, "admin")
+            # Optional on this page: release_rollback audits a reason, so the admin names a default.
+            reason = request.POST.get("reason", "").strip() or f"rolled back from the admin by {request.user.get_username()}"
+            self.run_issued(request, what=f"{label} on {kernel}", issue=lambda: services.release_rollback(
+                kernel=kernel, strategy=strategy, actor=actor, reason=reason))
+            return HttpResponseRedirect(back)
         self.run_command(request, kernel=kernel, action=action, what=f"{label} on {kernel}", args=args)
         return HttpResponseRedirect(back)
 
@@ -270,13 +297,28 @@ class KernelAdmin(ReleaseViewsMixin, ServiceSaveMixin, CommandButtonsMixin, admi
 
     def release_view(self, request: HttpRequest, object_id: str):
         kernel = self.get_kernel(request, object_id)
-        if request.method != "POST":
-            return HttpResponseRedirect(reverse("admin:trading_kernel_change", args=[kernel.pk]))
         require(request, "release")
         back = safe_next(request, reverse("admin:trading_kernel_change", args=[kernel.pk]))
+        reason = request.POST.get("reason", "").strip() if request.method == "POST" else ""
+        if not (confirmed(request) and reason):
+            services.status_sync_if_stale(kernel=kernel)
+            kernel.refresh_from_db()
+            if not kernel.halt_engaged and request.method != "POST":
+                return HttpResponseRedirect(back)
+            if kernel.halt_engaged:  # not halted: the service below refuses with its reason
+                return confirmation_page(
+                    request, model_admin=self, title=f"Release the halt of {kernel.name}?", object=kernel,
+                    consequence=(f"This clears the halt of {kernel.name} (\"{kernel.halt_reason or 'no reason given'}\"). "
+                                 "The kernel then stays paused: no strategy enters until someone resumes it."
+                                 + (" " + silent_consequence(kernel, "The release") if kernel_silent(kernel) else "")),
+                    confirm_label=f"Yes, release {kernel.name}", ask_reason=True, reason_required=True,
+                    reason_goes="goes into the audit log", reason_placeholder="e.g. exchange back to normal, positions checked",
+                    reason_error="A reason is required to release a halt." if confirmed(request) else "",
+                    danger=False, action_url=request.path, next_url=back,
+                )
         actor = services.Actor.from_request(request, "admin")
         command = self.run_issued(request, what=f"Release halt on {kernel}",
-                                  issue=lambda: services.halt_release(kernel=kernel, actor=actor))
+                                  issue=lambda: services.halt_release(kernel=kernel, actor=actor, reason=reason))
         if command is not None and command.status == ControlCommand.Status.APPLIED:
             self.message_user(request, f"Kernel {kernel} stays paused until someone resumes it.", messages.INFO)
         return HttpResponseRedirect(back)

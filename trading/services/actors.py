@@ -18,6 +18,7 @@ class Actor:
     source: str  # "admin" | "api" | "cli" | "system" (and "kernel" for outcomes)
     user: Any = None  # a User; None for the CLI/system (trusted: shell access to the state dir)
     ip: str | None = None
+    token: str = ""  # the API token that acted, "name (prefix…)"; empty for a session, the CLI, the system
 
     @classmethod
     def from_request(cls, request, source: str) -> "Actor":
@@ -27,7 +28,9 @@ class Actor:
         if user is None or not getattr(user, "is_authenticated", False):
             user = None
         name = user.get_username() if user is not None else "anonymous"
-        return cls(name=name, source=source, user=user, ip=clean_ip(client_ip(request)))  # behind a trusted proxy: the client
+        token = getattr(user, "api_token", None)  # set by services.tokens.token_verify for a bearer token
+        return cls(name=name, source=source, user=user, ip=clean_ip(client_ip(request)),  # behind a trusted proxy: the client
+                   token=f"{token.name} ({token.prefix}…)" if token is not None else "")
 
     @classmethod
     def cli(cls) -> "Actor":

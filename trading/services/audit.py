@@ -51,6 +51,9 @@ def audit_record(
     With a ``dedupe_key`` the event is recorded at most once, however often (and in however
     many processes) this is called: a duplicate returns None."""
     actor = actor or Actor.system()
+    if actor.token:
+        # Which API token acted: in the payload, so the hash chain covers it like the rest.
+        payload = {**(payload or {}), "token": actor.token}
     event = AuditEvent(
         at=at or timezone.now(),
         actor=actor.name[:200],

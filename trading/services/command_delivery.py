@@ -109,7 +109,8 @@ def command_deliver(*, command: ControlCommand,
     try:
         batch = _delivery_batch(command, now)
     except DatabaseError as exc:
-        log.warning("command %s: the database is unavailable (%s): sending it alone", command.command_id, exc)
+        log.warning("command %s: the database is unavailable (%s): sending it alone", command.command_id, exc,
+                    extra={"command_id": command.command_id})
         batch = [command]
     if command.status == ControlCommand.Status.PENDING and not any(c is command for c in batch):
         try:  # another process delivered it meanwhile
@@ -142,9 +143,11 @@ def command_deliver(*, command: ControlCommand,
             )
     except DatabaseError as exc:
         # In control.json; the rows say pending, so they are sent again later (harmless: same ids).
-        log.error("commands %s delivered, but the database did not record it: %s", ", ".join(ids), exc)
+        log.error("commands %s delivered, but the database did not record it: %s", ", ".join(ids), exc,
+                  extra={"command_id": command.command_id, "command_ids": ids})
     log.info("kernel %s: delivered %d command(s) up to %s%s", kernel.name, len(batch), command.command_id,
-             f" ({len(batch) - len(to_send)} already handled by the kernel)" if len(to_send) < len(batch) else "")
+             f" ({len(batch) - len(to_send)} already handled by the kernel)" if len(to_send) < len(batch) else "",
+             extra={"command_id": command.command_id, "command_ids": ids})
     return command
 
 
@@ -167,7 +170,7 @@ def command_deliver_on_host(*, command_pk: int,
 
 def _record_delivery_failure(batch: list[ControlCommand], error: str, now: datetime) -> None:
     for c in batch:
-        log.warning("command %s: %s", c.command_id, error)
+        log.warning("command %s: %s", c.command_id, error, extra={"command_id": c.command_id})
         final = c.action == "release"
         c.status = ControlCommand.Status.FAILED if final else ControlCommand.Status.PENDING
         c.error = error
@@ -187,7 +190,8 @@ def _record_delivery_failure(batch: list[ControlCommand], error: str, now: datet
                     dedupe_key=audit_key("command.delivery_failed", c.command_id),
                 )
         except DatabaseError as db_exc:
-            log.error("command %s: could not record the failed delivery: %s", c.command_id, db_exc)
+            log.error("command %s: could not record the failed delivery: %s", c.command_id, db_exc,
+                      extra={"command_id": c.command_id})
 
 
 def command_redeliver(*, command: ControlCommand) -> ControlCommand:
@@ -196,10 +200,11 @@ def command_redeliver(*, command: ControlCommand) -> ControlCommand:
     try:
         control_client.send(Path(kernel.state_dir), wire_command(command))
     except (ControlError, OSError, ValueError) as exc:
-        log.warning("command %s: re-delivery failed: %s", command.command_id, exc)
+        log.warning("command %s: re-delivery failed: %s", command.command_id, exc, extra={"command_id": command.command_id})
         return command
     ControlCommand.objects.filter(pk=command.pk, status=ControlCommand.Status.DELIVERED).update(
         delivered_at=timezone.now(), delivery_attempts=command.delivery_attempts + 1,
     )
-    log.warning("command %s re-delivered to %s: the kernel had not seen it", command.command_id, kernel.name)
+    log.warning("command %s re-delivered to %s: the kernel had not seen it", command.command_id, kernel.name,
+                extra={"command_id": command.command_id})
     return command

@@ -58,7 +58,7 @@ def command_expire(*, command: ControlCommand, now: datetime | None = None) -> b
     if n:
         command.status, command.resolved_at, command.error = ControlCommand.Status.EXPIRED, now, error
         log.warning("command %s (%s) for kernel %s expired undelivered: %s", command.command_id,
-                    command.action, command.kernel.name, error)
+                    command.action, command.kernel.name, error, extra={"command_id": command.command_id})
     return bool(n)
 
 
@@ -86,3 +86,5 @@ def command_fail(*, command: ControlCommand, error: str, now: datetime) -> None:
             )
     if n:
         command.status, command.resolved_at, command.error = ControlCommand.Status.FAILED, now, error
+        log.error("command %s (%s) for kernel %s failed, never to be sent: %s", command.command_id,
+                  command.action, command.kernel.name, error, extra={"command_id": command.command_id})

@@ -56,7 +56,8 @@ def command_dispatch(*, command: ControlCommand) -> ControlCommand:
         elif tasks_run_here():
             command.refresh_from_db()
     except DatabaseError as exc:
-        log.error("command %s: could not record its dispatch: %s", command.command_id, exc)
+        log.error("command %s: could not record its dispatch: %s", command.command_id, exc,
+                  extra={"command_id": command.command_id})
     return command
 
 
@@ -130,6 +131,8 @@ def command_issue(
         command_id=command.command_id, outcome="issued",
         payload={"action": action, "args": command.args},
     )
+    log.info("command %s issued: %s%s for kernel %s by %s", command.command_id, action,
+             f" {slot_id}" if slot_id else "", kernel.name, actor.name, extra={"command_id": command.command_id})
     transaction.on_commit(lambda: command_dispatch(command=command))
     return command
 
@@ -199,6 +202,8 @@ def command_issue_offline(
         raise ServiceError(str(exc)) from None
     except (ControlError, OSError) as exc:
         raise Unavailable(f"could not write control.json in {state_dir}: {exc}") from None
+    log.warning("command %s written into %s/control.json by %s without the database: %s%s", wire.id, state_dir,
+                actor.name, action, f" {slot_id}" if slot_id else "", extra={"command_id": wire.id})
     spool_event(
         action="command.issued", actor=actor, kernel_name=kernel_name, state_dir=resolved_dir(state_dir),
         slot_id=slot_id or "", command_id=wire.id, outcome="issued",

@@ -31,17 +31,20 @@ def halt_write(*, command_id: str, state_dir: str, reason: str, by: str) -> tupl
     try:
         row = ControlCommand.objects.select_related("kernel").filter(command_id=command_id).first()
     except DatabaseError as exc:
-        log.error("HALT %s: the database is unavailable (%s): writing the halt without it", command_id, exc)
+        log.error("HALT %s: the database is unavailable (%s): writing the halt without it", command_id, exc,
+                  extra={"command_id": command_id})
     outcome = "confirmed"
     if row is None or row.status == ControlCommand.Status.PENDING:
-        control_client.halt(Path(state_dir), reason, by)
+        control_client.halt(Path(state_dir), reason, by, command_id=command_id)
         outcome = "written"
-        log.critical("HALT %s written into %s/control.json on this host (by %s): %s", command_id, state_dir, by, reason)
+        log.critical("HALT %s written into %s/control.json on this host (by %s): %s", command_id, state_dir, by, reason,
+                     extra={"command_id": command_id})
         if row is not None:
             try:
                 ControlCommand.objects.filter(pk=row.pk, status=ControlCommand.Status.PENDING).update(
                     status=ControlCommand.Status.DELIVERED, delivered_at=timezone.now(), error="",
                     delivery_attempts=F("delivery_attempts") + 1)
             except DatabaseError as exc:
-                log.error("HALT %s is written, but the database did not record it: %s", command_id, exc)
+                log.error("HALT %s is written, but the database did not record it: %s", command_id, exc,
+                          extra={"command_id": command_id})
     return row, outcome

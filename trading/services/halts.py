@@ -62,10 +62,11 @@ def halt_engage(*, kernel: Kernel, actor: Actor, reason: str) -> ControlCommand 
     queue_error: str | None = None
     if direct:
         try:
-            control_client.halt(Path(kernel.state_dir), reason, actor.name)
+            control_client.halt(Path(kernel.state_dir), reason, actor.name, command_id=command_id)
         except (ControlError, OSError, ValueError) as exc:
             raise Unavailable(f"could not write the halt into {kernel.state_dir}: {exc}") from None
-        log.critical("HALT written into %s/control.json by %s: %s", kernel.state_dir, actor.name, reason)
+        log.critical("HALT written into %s/control.json by %s: %s", kernel.state_dir, actor.name, reason,
+                     extra={"command_id": command_id})
     elif not tasks_run_here():
         # The message carries the halt's id and the kernel's name only: the host's worker reads
         # the reason and the actor from the row below (waiting a moment for its commit).
@@ -74,10 +75,11 @@ def halt_engage(*, kernel: Kernel, actor: Actor, reason: str) -> ControlCommand 
         if queue_error:
             log.critical("HALT for kernel %s on %s NOT SENT (%s): halt it on its host: "
                          "python manage.py kernelctl --state-dir %s halt", kernel.name, kernel.host or "its host",
-                         queue_error, kernel.state_dir)
+                         queue_error, kernel.state_dir, extra={"command_id": command_id})
         else:
             log.critical("HALT for kernel %s on %s queued on %s by %s: in flight until the kernel confirms it",
-                         kernel.name, kernel.host or "its host", halt_queue(kernel), actor.name)
+                         kernel.name, kernel.host or "its host", halt_queue(kernel), actor.name,
+                         extra={"command_id": command_id})
     now = timezone.now()
     outcome = "written" if direct else ("not_queued" if queue_error else "queued")
     payload = {"reason": reason, "state_dir": kernel.state_dir,
@@ -110,7 +112,7 @@ def halt_engage(*, kernel: Kernel, actor: Actor, reason: str) -> ControlCommand 
         return command
     except DatabaseError as exc:
         log.error("halt for %s is %s, but the database is unavailable (%s): spooling the audit event",
-                  kernel.name, "written" if direct else outcome, exc)
+                  kernel.name, "written" if direct else outcome, exc, extra={"command_id": command_id})
         spool_event(
             action="halt.engaged", actor=actor, kernel_name=kernel.name,
             state_dir=kernel.state_dir if direct else "",
@@ -179,7 +181,7 @@ def halt_deliver(*, command_id: str, kernel_name: str, confirm_wait_s: float = 2
     try:
         status_sync(kernel=row.kernel, on_host=True)
     except DatabaseError as exc:
-        log.error("HALT %s: could not sync the kernel's answer: %s", command_id, exc)
+        log.error("HALT %s: could not sync the kernel's answer: %s", command_id, exc, extra={"command_id": command_id})
     return outcome
 
 
@@ -197,10 +199,12 @@ def halt_wait(*, state_dir: str | Path, timeout_s: float, kernel: Kernel | None 
     return st
 
 
-def halt_release(*, kernel: Kernel, actor: Actor) -> ControlCommand:
+def halt_release(*, kernel: Kernel, actor: Actor, reason: str = "") -> ControlCommand:
     """Release a latched halt: one write of ``halt: false`` + ``release``. Conflict unless the
-    kernel's last status says halted. The kernel stays paused until someone resumes it."""
+    kernel's last status says halted. The kernel stays paused until someone resumes it.
+    ``reason`` travels in the command's args, so the "command.issued" audit event carries it."""
     permission_check(actor, "release")
     status_sync(kernel=kernel)
     kernel.refresh_from_db()
-    return command_issue(kernel=kernel, action="release", actor=actor)
+    reason = (reason or "").strip()[:500]
+    return command_issue(kernel=kernel, action="release", actor=actor, args={"reason": reason} if reason else None)

@@ -3,6 +3,7 @@ and the stale-heartbeat check. (Registering also syncs: kernels.kernel_register.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -71,19 +72,30 @@ def kernel_save(*, name: str, state_dir: str, host: str = "", queue: str = "") -
     return kernel
 
 
+# kernel name → (the stale episode last logged: its last heartbeat, when: monotonic), to log an
+# episode again only every FORESIGHT_STALE_LOG_EVERY_S.
+_stale_logged: dict[str, tuple[str | None, float]] = {}
+
+
 def kernel_stale_check(*, now: datetime | None = None, max_age_s: float | None = None) -> list[Kernel]:
     """Kernels whose last heartbeat is older than ``max_age_s`` (default: the setting
-    FORESIGHT_STALE_AFTER_S): each stale episode (the silence after one last heartbeat) is
-    audited once, and logged at ERROR every time."""
+    FORESIGHT_STALE_AFTER_S) while their last status does not say "stopped" (a clean stop is
+    its own event, kernel.stopped): each stale episode (the silence after one last heartbeat)
+    is audited once, and logged at ERROR when it starts, then at most every
+    FORESIGHT_STALE_LOG_EVERY_S (in this process). Its end is kernel.recovered."""
     now = now or timezone.now()
     if max_age_s is None:
         max_age_s = settings.FORESIGHT_STALE_AFTER_S
     cutoff = now - timedelta(seconds=max_age_s)
-    stale = list(Kernel.objects.filter(heartbeat_at__lt=cutoff))
+    stale = list(Kernel.objects.filter(heartbeat_at__lt=cutoff).exclude(state="stopped"))
     for kernel in stale:
         age = (now - kernel.heartbeat_at).total_seconds()
-        log.error("kernel %s is stale: last heartbeat %s (%.0f s ago), last state %s",
-                  kernel.name, iso(kernel.heartbeat_at), age, kernel.state)
+        episode, logged = _stale_logged.get(kernel.name, (None, 0.0))
+        if (episode != iso(kernel.heartbeat_at)
+                or time.monotonic() - logged >= getattr(settings, "FORESIGHT_STALE_LOG_EVERY_S", 300.0)):
+            _stale_logged[kernel.name] = (iso(kernel.heartbeat_at), time.monotonic())
+            log.error("kernel %s is stale (not reporting): last heartbeat %s (%.0f s ago), last state %s",
+                      kernel.name, iso(kernel.heartbeat_at), age, kernel.state)
         audit_record(
             action="kernel.stale", actor=Actor.system(), kernel=kernel, outcome="stale",
             payload={"heartbeat_at": iso(kernel.heartbeat_at), "age_s": round(age, 1),

@@ -3,6 +3,7 @@ samples, and the kernel's outcomes (command results, reloads, halt changes) audi
 once, keyed by what the kernel reported."""
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta, timezone as dt_timezone
 from typing import Any, Iterable
 
@@ -14,9 +15,12 @@ from ..models import AuditEvent, ControlCommand, EquitySample, Fill, Kernel, Slo
 from .actors import Actor
 from .audit import audit_key, audit_record, jsonable
 from .command_delivery import ledger_results
+from .notification_events import status_events_record
 from .timestamps import iso, parse_dt
 
 EQUITY_SAMPLE_EVERY_S = 10.0
+
+log = logging.getLogger("trading.services")
 
 
 def status_mirror_update(*, kernel: Kernel, st: Status, now: datetime) -> dict[str, Any]:
@@ -27,6 +31,7 @@ def status_mirror_update(*, kernel: Kernel, st: Status, now: datetime) -> dict[s
     with transaction.atomic():
         k = Kernel.objects.select_for_update().get(pk=kernel.pk)
         prev = (k.halt_engaged, iso(k.halt_since), k.halt_reason)
+        prev_status, prev_heartbeat = k.status or {}, k.heartbeat_at
         unchanged = (k.status.get("heartbeat_at") == st.heartbeat_at and k.status.get("pid") == st.pid
                      and k.status.get("tick") == st.tick)
         if not unchanged:
@@ -51,7 +56,8 @@ def status_mirror_update(*, kernel: Kernel, st: Status, now: datetime) -> dict[s
             audited = _sync_halt(k, st, prev, now)
             resolved, results_audited = _sync_command_results(k, st, now, extra=_ledger_only_results(k, st))
             done["commands_resolved"] = resolved
-            done["audited"] = audited + results_audited + _sync_reloads(k, st)
+            done["audited"] = audited + results_audited + _sync_reloads(k, st) + status_events_record(
+                kernel=k, st=st, prev_status=prev_status, prev_heartbeat=prev_heartbeat)
         done["state"] = k.state
     _copy_mirror(k, kernel)
     return done
@@ -151,8 +157,12 @@ def _existing_keys(keys: Iterable[str]) -> set[str]:
     return found
 
 
-def _actor_of(command: ControlCommand | None, kernel: Kernel) -> Actor:
+def _actor_of(command: ControlCommand | None, kernel: Kernel, result: CommandStatus | None = None) -> Actor:
     if command is None:
+        # A command written by hand names its issuer; the kernel reports it in the detail.
+        written = (result.detail or {}).get("issued_by") if result is not None else None
+        if isinstance(written, str) and written.strip():
+            return Actor(name=written.strip()[:200], source="kernel", user=None, ip=None)
         return Actor.for_kernel(kernel.name)
     return Actor(name=command.actor, source="kernel", user=command.user, ip=None)
 
@@ -198,11 +208,15 @@ def _sync_command_results(kernel: Kernel, st: Status, now: datetime,
         else:
             payload["issued_by"] = row.actor
         if audit_record(
-            action=f"command.{res.result}", actor=_actor_of(row, kernel), kernel=kernel,
+            action=f"command.{res.result}", actor=_actor_of(row, kernel, res), kernel=kernel,
             slot_id=res.slot or "", command_id=cid, outcome=res.result, payload=payload,
             dedupe_key=keys[cid], at=parse_dt(res.at),
         ):
             audited += 1
+            # Once per result (the audit event's dedupe key), named by its command for one grep.
+            (log.info if res.result == "applied" else log.warning)(
+                "command %s %s for kernel %s: %s%s", cid, res.action, kernel.name, res.result,
+                f" ({res.error})" if res.error else "", extra={"command_id": cid})
         if res.action == "release" and res.result == "applied" and isinstance(res.detail, dict):
             released = res.detail.get("released")
             if isinstance(released, dict) and released.get("since"):
@@ -237,12 +251,18 @@ def _sync_reloads(kernel: Kernel, st: Status) -> int:
 
 
 def _audit_halt_observed(kernel: Kernel, halt: dict) -> int:
-    return int(audit_record(
+    # The halt's id (control.json's halt block, status.json's halt.command_id), when it had one.
+    command_id = halt.get("command_id") if isinstance(halt.get("command_id"), str) else ""
+    observed = audit_record(
         action="halt.observed", actor=Actor.for_kernel(kernel.name), kernel=kernel, outcome="halted",
-        payload={"since": halt.get("since"), "reason": halt.get("reason"),
-                 "cancelled_orders": halt.get("cancelled_orders") or []},
+        command_id=command_id, payload={"since": halt.get("since"), "reason": halt.get("reason"),
+                                        "cancelled_orders": halt.get("cancelled_orders") or []},
         dedupe_key=audit_key("halt.observed", kernel.name, halt.get("since")), at=parse_dt(halt.get("since")),
-    ) is not None)
+    ) is not None
+    if observed:
+        log.warning("HALT observed by kernel %s (engaged since %s): %s", kernel.name, halt.get("since"),
+                    halt.get("reason"), extra={"command_id": command_id or None})
+    return int(observed)
 
 
 def _audit_halt_cleared(kernel: Kernel, since: Any, reason: Any, command_id: str = "") -> int:

@@ -21,6 +21,7 @@ DELIVER_HALT = "trading.deliver_halt"
 SYNC_HOST_KERNELS = "trading.sync_host_kernels"
 CHECK_STALE_KERNELS = "trading.check_stale_kernels"
 EXPIRE_COMMANDS = "trading.expire_commands"
+SEND_NOTIFICATIONS = "trading.send_notifications"
 
 
 def task_enqueue(*, name: str, args: tuple, queue: str, what: str) -> str | None:

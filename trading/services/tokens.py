@@ -147,4 +147,6 @@ def token_verify(raw: str):
                 ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
         except DatabaseError as exc:  # a locked database must not lock people out of the halt
             log.warning("token %s: could not update last_used_at: %s", token.prefix, exc)
-    return token.user
+    user = token.user
+    user.api_token = token  # this request's user object only: Actor.from_request names the token in the audit
+    return user

@@ -5,7 +5,7 @@ Drawn on the server so the admin needs no JavaScript library and no CDN.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timezone as dt_timezone
 from typing import Any
 
 from django import template
@@ -39,14 +39,18 @@ def _point(item: Any) -> tuple[datetime, float] | None:
         return None
 
 
-def equity_svg(series: Iterable[Any] | None, *, width: int = WIDTH, height: int = HEIGHT) -> SafeString:
+def equity_svg(series: Iterable[Any] | None, *, width: int = WIDTH, height: int = HEIGHT,
+               start: datetime | None = None, end: datetime | None = None) -> SafeString:
+    """``start``/``end``: the window's clock for the x axis (a gap in the samples shows as a
+    gap); without them the axis runs from the first sample to the last."""
     points = sorted(p for p in map(_point, series or ()) if p is not None)
     if len(points) < 2:
         return format_html(
             '<p class="equity-empty help">{}</p>',
             "Not enough equity samples in this window to draw a chart yet.",
         )
-    t0, t1 = points[0][0].timestamp(), points[-1][0].timestamp()
+    t0 = (start or points[0][0]).timestamp()
+    t1 = (end or points[-1][0]).timestamp()
     lo, hi = min(v for _, v in points), max(v for _, v in points)
     span_t = (t1 - t0) or 1.0
     span_v = (hi - lo) or max(abs(hi) * 0.001, 1.0)
@@ -75,11 +79,12 @@ def equity_svg(series: Iterable[Any] | None, *, width: int = WIDTH, height: int 
         w=width, h=height, pl=PAD_LEFT, pt=PAD_TOP, pw=plot_w, ph=plot_h,
         lx=PAD_LEFT - 4, ty=PAD_TOP + 10, by=PAD_TOP + plot_h, ay=height - 6, rx=width - PAD_RIGHT,
         hi=f"{hi:,.2f}", lo=f"{lo:,.2f}",
-        start=f"{points[0][0]:%Y-%m-%d %H:%M:%S}", end=f"{points[-1][0]:%Y-%m-%d %H:%M:%S}",
+        start=f"{(start or points[0][0]).astimezone(dt_timezone.utc):%Y-%m-%d %H:%M:%S} UTC",
+        end=f"{(end or points[-1][0]).astimezone(dt_timezone.utc):%Y-%m-%d %H:%M:%S} UTC",
         colour=colour, points=polyline,
     )
 
 
 @register.simple_tag
-def equity_chart(series, width: int = WIDTH, height: int = HEIGHT) -> SafeString:
-    return equity_svg(series, width=width, height=height)
+def equity_chart(series, width: int = WIDTH, height: int = HEIGHT, start=None, end=None) -> SafeString:
+    return equity_svg(series, width=width, height=height, start=start, end=end)

@@ -2,8 +2,8 @@
 
 Writes commands and the halt flag into control.json (atomically, under the writers'
 lock) and prints what status.json says. ``status``, ``ledger``, ``versions STRATEGY`` (the
-kernel's release store) and ``diff STRATEGY A B`` (two stored versions, A/B numbers or sha256
-prefixes) only read.
+kernel's release store), ``diff STRATEGY A B`` (two stored versions, A/B numbers or sha256
+prefixes) and ``report`` (the ledger's report: docs/live-trading.md, "Report") only read.
 
 Actions are recorded in the console's audit log as the OS user (``user@host``), through
 the same services as the admin and the API (trading.services): a console command, so it
@@ -29,10 +29,11 @@ from kernel.ledger import LEDGER_FILE, Ledger
 from kernel.errors import ReloadFailed
 from kernel.protocol import ACTIONS
 from kernel.release_store import VERSIONS_DIR, store_diff, store_list
+from kernel.report_source import FORMATS as REPORT_FORMATS, render as render_report
 from trading import services
 from trading.models import Kernel
 
-READ_ACTIONS = ("status", "ledger", "versions", "diff")
+READ_ACTIONS = ("status", "ledger", "versions", "diff", "report")
 EXIT_REJECTED = 3
 EXIT_TIMEOUT = 4
 
@@ -46,12 +47,17 @@ class Command(BaseCommand):
                             help="slot id, for slot.* actions; the strategy, for versions and diff")
         parser.add_argument("refs", nargs="*", default=[], help="diff: the two versions (numbers or sha256 prefixes)")
         parser.add_argument("--state-dir", default=None, help="kernel state dir (default: FORESIGHT_STATE_DIR)")
-        parser.add_argument("--reason", default=None, help="why (halt)")
+        parser.add_argument("--reason", default=None, help="why (halt; release: goes into the audit log)")
         parser.add_argument("--strategy", default=None, help="strategy name (reload, rollback)")
         parser.add_argument("--args", dest="cmd_args", default=None, help="JSON object of command args (slot.configure, slot.add)")
         parser.add_argument("--wait", action="store_true", help="wait for the kernel's result")
         parser.add_argument("--timeout", type=float, default=30.0, help="seconds --wait waits")
         parser.add_argument("--json", action="store_true", help="print JSON")
+        parser.add_argument("--format", dest="report_format", choices=tuple(REPORT_FORMATS), default="text",
+                            help="report: text tables, JSON, or a CSV of the trades")
+        parser.add_argument("--slot", dest="report_slot", default=None, help="report: one slot only")
+        parser.add_argument("--since", default=None, help="report: from (2026-01-02 or 2026-01-02T03:04Z, UTC)")
+        parser.add_argument("--until", default=None, help="report: to (same forms)")
 
     def handle(self, *args, **o):
         state_dir = Path(o["state_dir"] or settings.FORESIGHT_STATE_DIR)
@@ -60,6 +66,13 @@ class Command(BaseCommand):
             return self._status(state_dir, o["json"])
         if action == "ledger":
             return self._ledger(state_dir, o["json"])
+        if action == "report":  # the ledger read-only: a finished replay or a running kernel
+            try:
+                text = render_report(state_dir, fmt="json" if o["json"] else o["report_format"],
+                                     slot=o["report_slot"] or o["slot"], since=o["since"], until=o["until"])
+            except (ValueError, FileNotFoundError) as exc:
+                raise CommandError(str(exc)) from exc
+            return self.stdout.write(text, ending="" if text.endswith("\n") else "\n")
         if action in ("versions", "diff"):
             strategy = o["slot"] or o["strategy"]
             if not strategy:
@@ -82,6 +95,8 @@ class Command(BaseCommand):
                 raise CommandError("--args must be a JSON object")
         if o["strategy"]:
             cmd_args["strategy"] = o["strategy"]
+        if action == "release" and o["reason"]:
+            cmd_args["reason"] = o["reason"]  # into the command's args: its "command.issued" audit event
         return self._command(state_dir, action, o["slot"], cmd_args, o)
 
     # ------------------------------------------------------------------ halt
@@ -168,6 +183,9 @@ class Command(BaseCommand):
         if o["json"]:
             self.stdout.write(json.dumps(res, indent=2))
         else:
+            message = res["detail"].get("message") if isinstance(res.get("detail"), dict) else None
+            if message:  # a reload's old → new version and sha256, a flatten's fill price and P&L
+                self.stdout.write(message)
             self.stdout.write(f"{res['result']}{': ' + res['error'] if res.get('error') else ''}")
         if res["result"] != "applied":
             sys.exit(EXIT_REJECTED)
@@ -201,6 +219,10 @@ class Command(BaseCommand):
                 f"{f' dust {s.dust_qty:.8g}' if s.dust_qty else ''}{fault}"
                 f"{f'  unsellable: {s.unsellable}' if s.unsellable else ''}"
             )
+            for o in s.resting_orders:  # limit orders resting at the broker (docs/live-trading.md)
+                self.stdout.write(f"    resting {o.get('side')} {o.get('qty')} @ {o.get('limit_price')} "
+                                  f"{o.get('time_in_force')} filled {o.get('filled_qty') or 0} "
+                                  f"{o.get('status')} {o.get('client_order_id')}")
         lg = st.ledger
         self.stdout.write(f"total realized {lg.realized_pnl:.2f} trades {lg.trades} wins {lg.wins} fees {lg.fees:.2f}"
                           f"{f'  trades pending for {lg.trades_pending} order(s)' if lg.trades_pending else ''}")

@@ -1,5 +1,6 @@
 """``python manage.py syncstatus [--loop --interval 1.0]``: mirror every kernel's status.json
-into the database, audit its outcomes, flag stale heartbeats, flush the audit spool."""
+into the database, audit its outcomes, flag stale heartbeats, flush the audit spool, then send
+(or, with Redis, queue) the notifications of what it found (services/notifications.py)."""
 from __future__ import annotations
 
 import json
@@ -12,6 +13,7 @@ from django.core.management.base import BaseCommand
 from django.db import DatabaseError, close_old_connections
 
 from trading import services
+from trading.services.notifications import notifications_after_sync
 
 log = logging.getLogger("trading.syncstatus")
 
@@ -42,4 +44,6 @@ class Command(BaseCommand):
             stop.wait(max(0.05, o["interval"]))
 
     def round(self, stale_after: float) -> list[dict]:
-        return services.kernels_sync(stale_after_s=stale_after)
+        summaries = services.kernels_sync(stale_after_s=stale_after)
+        # Told after the status is mirrored, within the channel timeout; never raises.
+        return [*summaries, notifications_after_sync()]
