@@ -44,4 +44,8 @@ for a in "$@"; do [ "$a" = --quick ] && quick=(--quick); done
 "$PY" -m bench.version_store "${quick[@]}"
 "$PY" -m bench.shadow_cost "${quick[@]}"
 "$PY" -m bench.ccxt_feed_fetch "${quick[@]}"
+"$PY" -m bench.restart_recovery "${simple[@]}"
+"$PY" -m bench.memory "${simple[@]}"
+# Foresight's half only; BENCH_PEER=freqtrade installs freqtrade into bench/.peer-venv/ (~770 MB) and runs it too.
+"$PY" -m bench.peer_freqtrade "${quick[@]}" --peer "${BENCH_PEER:-none}"
 "$PY" -m bench.plot "${quick[@]}"

@@ -18,6 +18,11 @@ it at once. The price is no HTTP keep-alive (gunicorn keeps a connection alive o
 above ``threads``): the proxy in front opens a connection per request, as nginx does by default
 towards its upstream.
 
+Processes for throughput, threads for waiting: a request's Python holds its worker's GIL, so a
+CPU-bound read such as the status endpoint polled by dashboards scales with processes, not
+threads. Three workers on the reference 2-core machine (cores + 1) keep both cores busy while
+one waits on the database; the threads are for the waits above (docs/deployment.md).
+
 Overrides: ``WEB_CONCURRENCY`` (workers), or gunicorn's own flags and ``GUNICORN_CMD_ARGS``
 (``--threads 16``, ``--bind 0.0.0.0:8000``), which take precedence over this file.
 """

@@ -35,13 +35,22 @@ class ControlWatch:
         self._fp: tuple | None = None
         self._read_wall = 0.0
         self._racy = True  # see poll
+        self._polled: tuple | None = None  # what the last poll's lstat saw (see changed)
 
-    def poll(self) -> None:
+    def changed(self) -> bool:
+        """Whether control.json is not the file the last poll saw (one lstat, no read): the run
+        loop asks between ticks, so that a halt written meanwhile starts a tick at once."""
+        return self._lstat() != self._polled
+
+    def _lstat(self) -> tuple | None:
         try:
             st = os.lstat(self.path)  # never through a symlink (kernel/safe_files.py)
-            fp = (st.st_ino, st.st_mtime_ns, st.st_size)
         except FileNotFoundError:
-            fp = None
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def poll(self) -> None:
+        fp = self._polled = self._lstat()
         now = time.monotonic()
         # An unchanged (inode, mtime, size) proves nothing for a file modified within the
         # filesystem's timestamp granularity of our last read (racy git's rule): re-read then.

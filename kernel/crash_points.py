@@ -9,6 +9,8 @@ Unset, ``crash_point`` is a single ``is None`` check.
 
 The points in an order's life, in order:
 
+- ``intents_committed``: the commit holding a batch of intents (kernel.intent_batch: the
+  orders decided together) is on disk, no order of that batch has been sent;
 - ``intent_recorded``: the intent is in the ledger, the gate has not passed it;
 - ``order_marked_sent``: the gate passed it, the ledger says "sent", the broker has not seen it;
 - ``paper_before_commit``: the paper exchange is writing it (the kill rolls that back);
@@ -17,10 +19,13 @@ The points in an order's life, in order:
 - ``fill_recorded``: one fill is in the ledger, the order's final status is not
   (also reached while reconciling at startup).
 
-And one in a command's life: ``command_recorded``: the ledger remembers the command as
-applied (with the state it changed); the tick that applied it has not finished. And one in
-a version's: ``store_partial``: a release store entry is half-written (its temporary folder
-holds one file; kernel/release_store.py).
+And one in a batch's: ``intent_batch_part_sent``: one order of a committed batch is at the
+broker (nothing of its answer recorded), another of the same batch has not started on its
+way there (reached only when a commit carried two or more intents). And one in a command's
+life: ``command_recorded``: the ledger remembers the command as applied (with the state it
+changed); the tick that applied it has not finished. And one in a version's:
+``store_partial``: a release store entry is half-written (its temporary folder holds one
+file; kernel/release_store.py).
 """
 from __future__ import annotations
 
@@ -29,10 +34,11 @@ import signal
 import threading
 from typing import Callable
 
-__all__ = ["CRASH_ENV", "POINTS", "COMMAND_POINTS", "crash_point", "paper_crash_hook", "parse_plan"]
+__all__ = ["CRASH_ENV", "POINTS", "BATCH_POINTS", "COMMAND_POINTS", "crash_point", "paper_crash_hook", "parse_plan"]
 
 CRASH_ENV = "FORESIGHT_CRASH_AT"
 POINTS = (
+    "intents_committed",
     "intent_recorded",
     "order_marked_sent",
     "paper_before_commit",
@@ -40,6 +46,8 @@ POINTS = (
     "order_placed",
     "fill_recorded",
 )
+# Reached only by a batch of two or more intents: not every run reaches it, so not in POINTS.
+BATCH_POINTS = ("intent_batch_part_sent",)
 # Points outside an order's life (kept apart: tests iterate over POINTS as "an order's life").
 COMMAND_POINTS = ("command_recorded", "store_partial")
 
@@ -53,9 +61,9 @@ def parse_plan(text: str | None) -> dict[str, int] | None:
     plan: dict[str, int] = {}
     for part in text.split(","):
         point, sep, nth = part.strip().partition(":")
-        if point not in POINTS + COMMAND_POINTS or not sep or not nth.isdigit() or int(nth) < 1:
+        if point not in POINTS + BATCH_POINTS + COMMAND_POINTS or not sep or not nth.isdigit() or int(nth) < 1:
             raise ValueError(
-                f"{CRASH_ENV}: {part!r} is not <point>:<nth> with point one of {', '.join(POINTS + COMMAND_POINTS)} and nth >= 1"
+                f"{CRASH_ENV}: {part!r} is not <point>:<nth> with point one of {', '.join(POINTS + BATCH_POINTS + COMMAND_POINTS)} and nth >= 1"
             )
         plan[point] = int(nth)
     return plan

@@ -20,6 +20,7 @@ from typing import Any, Callable
 from pydantic import ValidationError
 
 from .brokers import Broker
+from .bookkeeping_writer import BookkeepingWriter
 from .canary import CanaryRun, bad_cycle, clear_canary_faults
 from .changes import Changes
 from .clock import Clock
@@ -27,6 +28,7 @@ from .cycle_stats import CycleStats
 from .errors import ReloadFailed, StrategyFault, format_validation_error
 from .execution import Execution
 from .ledger import CycleRecord, Ledger
+from .log_setup import command_logging, current_command_id
 from . import metrics
 from .protocol import SlotConfig, ms_to_iso
 from .scheduler import Scheduler
@@ -83,11 +85,13 @@ class Cycles:
         self._ledger = ledger
         self._changes = changes
         self._deadline_ms = cycle_deadline_ms
+        self._flatten_overdue: set[int] = set()  # ids of flatten jobs past a cycle's deadline, said once
         self._late_after_ms = late_after_ms
         # The halt flag the tick thread sets first (OrderGate.halted): a plain read, checked on
         # the worker right before each strategy call.
         self._halted = halted
         self.stats = CycleStats()
+        self.bookkeeping = BookkeepingWriter(ledger)  # persist() hands its batches to it
         self.outcomes: queue.SimpleQueue[CycleOutcome] = queue.SimpleQueue()
         self.pool = WorkerPool(workers, self._on_job_done)
 
@@ -119,19 +123,26 @@ class Cycles:
                 key=slot.id, meta=("cycle", due.close_ms),
             )
 
-    def submit_flatten(self, slot: SlotRuntime, run: Callable[[Job], dict], fut: Future) -> None:
-        """Run a flatten as the slot's next job; its result resolves ``fut``."""
+    def submit_flatten(self, slot: SlotRuntime, run: Callable[[Job], dict], fut: Future,
+                       command_id: str | None = None) -> None:
+        """Run a flatten as the slot's next job; its result resolves ``fut``. ``command_id``
+        defaults to the command being applied on this thread (its failure is logged with it)."""
+        if command_id is None:
+            command_id = current_command_id()
         # Never two jobs of one slot at once: wait for an in-flight cycle.
         if slot.busy:
-            threading.Timer(0.01, self.submit_flatten, args=(slot, run, fut)).start()
+            threading.Timer(0.01, self.submit_flatten, args=(slot, run, fut, command_id)).start()
             return
-        slot.inflight = self.pool.submit(run, key=slot.id, meta=("flatten", fut))
+        slot.inflight = self.pool.submit(run, key=slot.id, meta=("flatten", fut, command_id))
 
     def _on_job_done(self, job: Job) -> None:
-        kind, info = job.meta
+        kind, info = job.meta[0], job.meta[1]
         if kind == "flatten":
             fut: Future = info
+            self._flatten_overdue.discard(id(job))
             if job.error is not None:
+                with command_logging(job.meta[2]):  # a worker's line: it names the flatten's command
+                    log.error("slot %s: flatten failed", job.key, exc_info=job.error)
                 fut.set_result({"error": f"{type(job.error).__name__}: {job.error}"})
             else:
                 fut.set_result(job.result)
@@ -274,6 +285,16 @@ class Cycles:
             if job is None or job.done.is_set() or job.abandoned or job.started_wall is None:
                 continue
             if now - job.started_wall > limit_s:
+                if job.meta[0] == "flatten":
+                    # A flatten is an operator's order in progress at the broker: abandoning it
+                    # would free the slot for a cycle whose order could cross it. It stays in
+                    # flight (the slot's cycles are missed, and counted) and is said once.
+                    if id(job) not in self._flatten_overdue:
+                        self._flatten_overdue.add(id(job))
+                        with command_logging(job.meta[2]):
+                            log.warning("slot %s: flatten still running after %d ms (the deadline of a cycle); "
+                                        "its cycles wait for it", slot.id, self._deadline_ms)
+                    continue
                 self.pool.abandon(job)
                 slot.fault = (f"cycle for candle {ms_to_iso(job.meta[1])} exceeded its deadline of "
                               f"{self._deadline_ms} ms and was abandoned")
@@ -401,7 +422,8 @@ class Cycles:
             return
         run.end("auto_rolled_back")
         current = self._registry.get(run.name)
-        log.error("canary %s v%s rolled back automatically: %s", run.name, run.version.number, run.reason)
+        with command_logging(run.command_id):  # the canary command's id, for one grep from issue to end
+            log.error("canary %s v%s rolled back automatically: %s", run.name, run.version.number, run.reason)
         clear_canary_faults(run, self._slots, self._changes)
         run.version.unload()
         if self._record is not None:
@@ -411,11 +433,11 @@ class Cycles:
         self._changes.status_urgent = True
 
     def persist(self) -> None:
-        # One transaction: a slot's counters never disagree with its recorded cycles.
-        records, ids = self._changes.take()
+        # One transaction: a slot's counters never disagree with its recorded cycles. Written
+        # off the tick thread, in order (kernel/bookkeeping_writer.py: what a kill -9 may lose).
+        records, ids = self._changes.take(after_queued=False)
         if records or ids:
-            self._ledger.record_cycles_and_slots(
-                records, [self._slots[i].persist_row() for i in ids if i in self._slots])
+            self.bookkeeping.submit(records, [self._slots[i].persist_row() for i in ids if i in self._slots])
 
     # ------------------------------------------------------------ idle checks
 

@@ -27,8 +27,8 @@ from .errors import AuthenticationFailed, GateRefused, KernelError, OrderRejecte
 from .feeds.feed import timeframe_ms
 from .gate import OrderGate
 from .halt import HaltController
+from .intent_batch import Intent, IntentBatch, Membership
 from .ledger import Ledger
-from .ledger_resting import record_limit
 from .log_setup import command_logging
 from .order_sync import record_broker_order, trades_pending
 from .pending_trades import PendingTrades
@@ -66,6 +66,8 @@ class Execution:
         self._deadline_ms = cycle_deadline_ms
         self._unresolved: dict[str, set[str]] = {}  # slot -> client ids whose outcome is unknown
         self._unresolved_lock = threading.Lock()
+        # Intents of orders decided together share one commit (kernel.intent_batch).
+        self.intents = IntentBatch(ledger)
         self.pending_trades = PendingTrades(ledger=ledger, broker=broker)
         slots = slots if slots is not None else {}
         self.resting = RestingOrders(ledger=ledger, broker=broker, clock=clock, feed=feed, changes=changes,
@@ -149,16 +151,24 @@ class Execution:
                                   "broker answers" if not resolved else
                                   "an earlier order's outcome was just resolved: the next cycle decides again"))
             return summary
-        if not self._ledger.record_intent(
+        member = self.intents.record(Intent(
             client_order_id=cid, slot=cfg.id, symbol=cfg.symbol, candle_ms=candle_ms, intent=intent,
             side=side, qty=qty, ref_price=price, command_id=command_id,
-        ):
+            limit=None if limit is None else {**limit, "timeframe": cfg.timeframe},
+        ))
+        if not member.inserted:
             summary.update(status="duplicate", error="this order was already recorded; not sent again")
             return summary
-        if limit is not None:
-            record_limit(self._ledger, client_order_id=cid, limit_price=limit["limit_price"],
-                         time_in_force=limit["time_in_force"], expires_ms=limit.get("expires_ms"),
-                         timeframe=cfg.timeframe)
+        try:
+            return self._pass_and_place(slot, cfg, cid, intent, side, qty, price, now_ms, job, summary,
+                                        limit=limit, candle_ms=candle_ms, member=member)
+        finally:
+            member.finished()  # placed, refused or in doubt: no longer part of a half-sent batch
+
+    def _pass_and_place(self, slot: SlotRuntime, cfg: SlotConfig, cid: str, intent: str, side: str, qty: float,
+                        price: float, now_ms: int, job: Job | None, summary: dict[str, Any], *,
+                        limit: dict[str, Any] | None, candle_ms: int | None, member: Membership) -> dict:
+        """An order whose intent is on disk: the gate's final pass, then the broker."""
         crash_point("intent_recorded")
         deadline_passed = False
         if job is not None and job.started_wall is not None:
@@ -175,13 +185,14 @@ class Execution:
             return summary
         try:
             return self._place_passed(slot, cfg, cid, side, qty, price, now_ms, passed_ns, summary,
-                                      limit=limit, candle_ms=candle_ms)
+                                      limit=limit, candle_ms=candle_ms, member=member)
         finally:
             self._gate.order_settled()  # recorded (or in doubt): a halt's flush need not wait for it
 
     def _place_passed(self, slot: SlotRuntime, cfg: SlotConfig, cid: str, side: str, qty: float,
                       price: float, now_ms: int, passed_ns: int, summary: dict[str, Any],
-                      limit: dict[str, Any] | None = None, candle_ms: int | None = None) -> dict:
+                      limit: dict[str, Any] | None = None, candle_ms: int | None = None,
+                      member: Membership | None = None) -> dict:
         """An order the gate passed: marked sent, placed at the broker, its fills recorded."""
         self._ledger.mark_order(cid, "sent", passed_ns=passed_ns)
         crash_point("order_marked_sent")
@@ -192,6 +203,8 @@ class Execution:
                                type="limit", limit_price=limit["limit_price"], time_in_force=limit["time_in_force"])
             now_ms = candle_ms if candle_ms is not None else now_ms
             price = limit.get("ref_price", price)
+        if member is not None:
+            member.sending()
         try:
             bo = self._broker.place_order(req, ref_price=price, now_ms=now_ms)
         except OrderRejected as exc:
@@ -214,6 +227,8 @@ class Execution:
             log.error("slot %s: order %s outcome unknown after retries: %s", cfg.id, cid, exc)
             summary.update(status="unknown", error=str(exc))
             return summary
+        if member is not None:
+            member.placed()
         crash_point("order_placed")
         record_broker_order(ledger=self._ledger, client_order_id=cid, order=bo)
         if trades_pending(bo):

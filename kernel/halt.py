@@ -93,9 +93,13 @@ class HaltController:
             self.state = HaltState.from_dict(stored)
             self._gate.engage_halt()
 
-    def engage(self, reason: str | None, *, source: str, tick: int, command_id: str | None = None) -> None:
+    def engage(self, reason: str | None, *, source: str, tick: int, command_id: str | None = None,
+               record: bool = True) -> None:
         """No strategy order passes the gate from now on; recorded and logged. The
-        caller publishes the status, then starts the cancels."""
+        caller publishes the status, then starts the cancels. ``record=False``: the caller
+        records it (:meth:`record`) once the status is on its way: the tick thread runs no
+        SQL and writes no file between reading control.json and closing the gate, nor
+        before the halted status is handed to its writer."""
         observed_ns = self._gate.engage_halt()
         self.observed_tick = tick
         self.state = HaltState(
@@ -103,9 +107,14 @@ class HaltController:
             cancelled_orders=[], cancel_failed=[], cancels_pending=True, observed_ns=observed_ns,
             observed_at_ns=self._gate.halt_observed_at_ns, command_id=command_id,
         )
+        self._changes.status_urgent = True
+        if record:
+            self.record(source)
+
+    def record(self, source: str) -> None:
+        """The engaged halt into the ledger (durably: a restart stays halted), and the log."""
         self._ledger.meta_set(halt=self.state.as_dict())
         log.critical("HALT engaged (%s): %s; cancelling resting orders", source, self.state.reason)
-        self._changes.status_urgent = True
 
     def release(self) -> dict[str, Any]:
         """The gate opens again; returns the halt that was released. The caller records it."""

@@ -51,6 +51,8 @@ __all__ = ["Kernel", "KernelOptions"]
 
 log = logging.getLogger("kernel")
 
+CONTROL_PEEK_S = 0.002  # how often the run loop looks at control.json between ticks (one lstat)
+
 
 class Kernel:
     def __init__(
@@ -116,6 +118,9 @@ class Kernel:
                              ledger=self.ledger, changes=self.changes, workers=options.workers,
                              cycle_deadline_ms=options.cycle_deadline_ms, late_after_ms=options.late_after_ms,
                              halted=lambda: self.gate.halted, record=self.reloader.record)
+        # Cycle bookkeeping is written off the tick thread: whoever writes slot rows itself or
+        # reads the cycles waits for what is queued first (kernel/bookkeeping_writer.py).
+        self.changes.wait_written = self.ledger.pending_writes = self.cycles.bookkeeping.flush
         self.commands = CommandStream(context=CommandContext(
             slots=self.slots, run_state=self.run_state, halt=self.halt, control=self.control,
             scheduler=self.scheduler, clock=self.clock, ledger=self.ledger, loader=self.loader,
@@ -187,18 +192,33 @@ class Kernel:
         self.execution.resting.start()  # polls the resting limit orders (kernel/resting_orders.py)
         self.changes.status_urgent = True
         tick_s = self.options.tick_ms / 1000.0
-        next_tick = time.monotonic()
+        next_tick = time.monotonic()  # when the next scheduled tick is due
         try:
             while not self._stop.is_set():
                 self.tick_once()
-                next_tick += tick_s
-                delay = next_tick - time.monotonic()
-                if delay < 0:
-                    next_tick = time.monotonic()  # we fell behind: do not burst to catch up
-                    delay = 0
-                self._stop.wait(delay)
+                now = time.monotonic()
+                # A tick that a control.json change started early (_idle) leaves the schedule as it was.
+                if now >= next_tick:
+                    next_tick += tick_s
+                    if next_tick < now:
+                        next_tick = now  # we fell behind: do not burst to catch up
+                self._idle(next_tick - now)
         finally:
             self.shutdown()
+
+    def _idle(self, delay_s: float) -> None:
+        """Wait for the next tick; a control.json written meanwhile (a halt) starts one at
+        once: it is seen within CONTROL_PEEK_S of its write, not at the next tick."""
+        end = time.monotonic() + delay_s
+        while not self._stop.is_set():
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            # A sleep, not self._stop.wait(): the SIGTERM handler sets _stop on this very thread,
+            # and an Event's lock held here when the signal lands would deadlock it.
+            time.sleep(min(left, CONTROL_PEEK_S))
+            if self.control.changed():
+                return
 
     def stop(self) -> None:
         """Signal-safe: ask the run loop to finish."""
@@ -239,10 +259,14 @@ class Kernel:
             self._engage_halt(reason, source=source, command_id=command_id)
 
     def _engage_halt(self, reason: str | None, *, source: str, command_id: str | None) -> None:
-        self.halt.engage(reason, source=source, tick=self.run_state.tick, command_id=command_id)
+        # The gate first, then the halted status (built from memory, written off this thread),
+        # and only then the ledger's record of it: nothing on this path waits on SQLite or a file
+        # before the halt acts and is reported (tests/kernel/test_halt_tick_path.py).
+        self.halt.engage(reason, source=source, tick=self.run_state.tick, command_id=command_id, record=False)
+        self.status.publish_halted()  # says halted now, however long the broker takes to cancel
+        self.halt.record(source)
         metrics.halt_engaged(source=source, requested_ns=self.control.written_ns if source == "control.json" else None,
                              observed_at_ns=self.halt.state.observed_at_ns)
-        self.status.publish()  # status says halted now, however long the broker takes to cancel
         self._start_halt_cancels()
 
     def _start_halt_cancels(self) -> None:
@@ -265,6 +289,7 @@ class Kernel:
         self.cycles.wait_inflight(deadline_s)
         self.cycles.drain_outcomes()
         self.cycles.persist()
+        self.cycles.bookkeeping.close()  # everything queued is written before the ledger closes
         self.reloader.stop()
         self.cycles.pool.shutdown(wait_s=1.0)
         self.execution.pending_trades.close()  # before the ledger closes under it

@@ -1,7 +1,9 @@
 """The ledger: orders (intent before send), fills, positions, cycles, applied commands.
 
 SQLite in WAL mode with ``synchronous=FULL``: a commit returns only once it is on disk,
-so an intent recorded before an order is sent survives a ``kill -9`` at any point.
+so an intent recorded before an order is sent survives a ``kill -9`` at any point (intents
+are group-committed: kernel.intent_batch, which says why the rest of an order's life may be
+``synchronous=NORMAL``).
 One connection guarded by a lock: the kernel writes from its tick thread and from
 cycle workers.
 """
@@ -15,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from .ledger_order_indexes import ORDER_INDEXES
 from .ledger_resting import RESTING_SCHEMA
 from .ledger_schema import SCHEMA, migrate
-from .ledger_tx import Tx as _Tx
+from .ledger_counters import CountedTx as _Tx, LedgerCounters
 from .round_trips import Book, apply_fill, settle
 
 LEDGER_FILE = "ledger.sqlite3"  # in the kernel's state dir
@@ -64,6 +67,7 @@ class Ledger:
         # (symbol, price) -> the quantity below which the market takes no order: a position left
         # below it is dust (kernel.round_trips). Set by the order path from its broker.
         self.dust_rule: Callable[[str, float], float] | None = None
+        self.pending_writes: Callable[[], object] = lambda: None  # kernel.bookkeeping_writer's flush
         if read_only:
             # A reader beside a running kernel (the console): never creates, migrates or writes
             # the file, and gives up soon on a busy one (nothing is concluded from an absence).
@@ -79,8 +83,9 @@ class Ledger:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA + RESTING_SCHEMA)  # + limit orders (kernel.ledger_resting)
+        self._db.executescript(SCHEMA + RESTING_SCHEMA + ORDER_INDEXES)  # + limit orders, the order path's indexes
         migrate(self._db)
+        self.counters = LedgerCounters.loaded(self._db, self._position)  # status.json's ledger part, in memory
 
     def _dust(self, symbol: str, price: float) -> float:
         if self.dust_rule is None:
@@ -166,13 +171,14 @@ class Ledger:
         """``trades_pending``: the order is final at the broker but its trades (fills, fees) are
         not known yet; looked up again until they are (None: unchanged)."""
         pending = None if trades_pending is None else int(trades_pending)
-        with self._tx() as db:
+        with self._tx(durable=False) as db:  # after the intent: rebuilt from the broker if lost (module doc)
             db.execute(
                 "UPDATE orders SET status=?, broker_order_id=COALESCE(?, broker_order_id),"
                 " error=COALESCE(?, error), passed_ns=COALESCE(?, passed_ns),"
                 " trades_pending=COALESCE(?, trades_pending), updated_ms=? WHERE client_order_id=?",
                 (status, broker_order_id, error, passed_ns, pending, _now_ms(), client_order_id),
             )
+            self.counters.note_order(db, client_order_id)
 
     def trades_pending(self) -> list[dict]:
         """Orders final at the broker whose trades are still to be fetched."""
@@ -198,7 +204,7 @@ class Ledger:
         transaction. False if the fill was already recorded. ``fee`` is in the quote currency;
         a fee charged in another currency is recorded as charged (``fee_native`` in
         ``fee_currency``) with the rate that converted it (``fee_rate_used``, quote per unit)."""
-        with self._tx() as db:
+        with self._tx(durable=False) as db:  # refetched from the broker if a power cut loses it (module doc)
             order = db.execute(
                 "SELECT slot, symbol, side, qty, filled_qty, avg_price FROM orders"
                 " WHERE client_order_id=?",
@@ -227,6 +233,7 @@ class Ledger:
             )
             pnl, round_pnl = self._apply_fill(db, order["slot"], order["symbol"], order["side"], qty, price, fee)
             db.execute("UPDATE fills SET pnl=?, round_trip_pnl=? WHERE fill_id=?", (pnl, round_pnl, fill_id))
+            self.counters.note_fill(db, fill_id=fill_id, client_order_id=client_order_id, slot=order["slot"])
             return True
 
     @staticmethod
@@ -271,6 +278,7 @@ class Ledger:
             self._put_book(db, order["slot"], book)
             db.execute("UPDATE fills SET round_trip_pnl=? WHERE fill_id=(SELECT fill_id FROM fills"
                        " WHERE client_order_id=? ORDER BY seq DESC LIMIT 1)", (round_pnl, client_order_id))
+            self.counters.note_settled(db, client_order_id=client_order_id, slot=order["slot"])
             return round_pnl
 
     def mark_unsellable(self, slot: str, reason: str | None) -> bool:
@@ -281,6 +289,7 @@ class Ledger:
             if row is None or row[0] == reason:
                 return False
             db.execute("UPDATE positions SET unsellable=? WHERE slot=?", (reason, slot))
+            self.counters.note_position(db, slot)
             return (row[0] is None) != (reason is None)
 
     def order(self, client_order_id: str) -> dict | None:
@@ -395,11 +404,13 @@ class Ledger:
 
     def last_candles(self) -> dict[str, int]:
         """The latest candle each slot has a recorded cycle for."""
+        self.pending_writes()
         with self._lock:
             rows = self._db.execute("SELECT slot, MAX(candle_ms) FROM cycles GROUP BY slot").fetchall()
         return {r[0]: r[1] for r in rows}
 
     def cycles(self, slot: str | None = None) -> list[dict]:
+        self.pending_writes()
         with self._lock:
             if slot is None:
                 rows = self._db.execute("SELECT * FROM cycles ORDER BY candle_ms, slot").fetchall()

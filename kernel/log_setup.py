@@ -27,7 +27,7 @@ from typing import Any
 from pythonjsonlogger.json import JsonFormatter
 
 __all__ = ["LOG_FORMATS", "CommandIdFilter", "CommandTextFormatter", "JsonLineFormatter", "command_logging",
-           "log_format_from_env", "logging_install"]
+           "current_command_id", "log_format_from_env", "logging_install"]
 
 LOG_FORMATS = ("text", "json")
 LOG_FORMAT_ENV = "FORESIGHT_LOG_FORMAT"
@@ -52,6 +52,12 @@ def command_logging(command_id: str | None) -> Iterator[None]:
         yield
     finally:
         _current_command.reset(token)
+
+
+def current_command_id() -> str | None:
+    """The command this thread logs for now: for work handed to another thread, which does not
+    inherit it (a worker, a timer), to carry along into its own :func:`command_logging`."""
+    return _current_command.get()
 
 
 class CommandIdFilter(logging.Filter):

@@ -9,6 +9,11 @@ tick thread never waits on a scrape. What is a reading of state rather than an e
 ``KernelView`` on the exporter's thread, from plain attributes, instead of being pushed
 every tick.
 
+Off (no ``--metrics-addr``), prometheus-client is not even imported (a restart after a crash
+pays no import it does not use) and every call below is a no-op: the instruments are built
+the first time something asks for them (the exporter's start, or ``REGISTRY``/``VIEW`` read
+from outside, as the docs' test does), and count from then on.
+
 The exporter is off by default; ``--metrics-addr HOST:PORT`` starts it on loopback only,
 unless ``--metrics-allow-remote`` (or FORESIGHT_METRICS_ALLOW_REMOTE=1) says otherwise:
 the metrics name slots, symbols and P&L. docs/monitoring.md lists every metric.
@@ -21,11 +26,8 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Iterable
-
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily, StateSetMetricFamily
-from prometheus_client.registry import Collector
 
 from .errors import OperationalError
 
@@ -38,7 +40,6 @@ ALLOW_REMOTE_ENV = "FORESIGHT_METRICS_ALLOW_REMOTE"
 PREFIX = "foresight_kernel"
 STATES = ("running", "paused", "halted", "stopped")
 
-REGISTRY = CollectorRegistry(auto_describe=True)
 _LOADED_NS = time.time_ns()  # this process's kernel modules loaded: no halt it acts on was asked for earlier
 
 # Wall seconds. A cycle should start within a tick or two of its close and run in milliseconds;
@@ -48,36 +49,63 @@ _DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
 _WAIT_BUCKETS = (0.00001, 0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0)
 _HALT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
-CYCLE_LAG = Histogram(f"{PREFIX}_cycle_start_lag_seconds", "Candle close to cycle start, wall seconds",
-                      ["timeframe"], buckets=_LAG_BUCKETS, registry=REGISTRY)
-CYCLE_DURATION = Histogram(f"{PREFIX}_cycle_duration_seconds", "A cycle's run on its worker (evaluate and order)",
-                           ["timeframe"], buckets=_DURATION_BUCKETS, registry=REGISTRY)
-CYCLES = Counter(f"{PREFIX}_cycles", "Cycles folded into their slot, by result", ["timeframe", "result"],
-                 registry=REGISTRY)
-CYCLES_MISSED = Counter(f"{PREFIX}_cycles_missed", "Closes whose cycle never ran (late dispatch or slot busy)",
-                        ["timeframe"], registry=REGISTRY)
-CYCLE_LOCK_WAIT = Histogram(f"{PREFIX}_cycle_lock_wait_seconds",
-                            "The wait of a cycle that waited for the reload lock to pin its version",
-                            buckets=_WAIT_BUCKETS, registry=REGISTRY)
-RELOADS = Counter(f"{PREFIX}_reloads", "Reload results (loaded, unchanged, failed, abandoned, rolled_back, canary...)",
-                  ["result"], registry=REGISTRY)
-RELOAD_LOCK_WAIT = Histogram(f"{PREFIX}_reload_lock_wait_seconds", "A reload's wait for the reload lock to swap",
-                             buckets=_WAIT_BUCKETS, registry=REGISTRY)
-HALTS = Counter(f"{PREFIX}_halts", "Halts engaged", ["source"], registry=REGISTRY)
-HALT_LATENCY = Histogram(f"{PREFIX}_halt_latency_seconds",
-                         "control.json written (its mtime) to the order gate closed, wall seconds",
-                         buckets=_HALT_BUCKETS, registry=REGISTRY)
-HALT_RELEASES = Counter(f"{PREFIX}_halt_releases", "Halts released", registry=REGISTRY)
-GATE_REFUSALS = Counter(f"{PREFIX}_gate_refusals", "Orders the gate refused, by reason", ["reason"],
-                        registry=REGISTRY)
-ORDERS = Counter(f"{PREFIX}_orders", "Orders decided, by intent, side and outcome status",
-                 ["intent", "side", "status"], registry=REGISTRY)
-FILLS = Counter(f"{PREFIX}_fills", "Fills recorded in the ledger, by side", ["side"], registry=REGISTRY)
-HEARTBEAT = Gauge(f"{PREFIX}_heartbeat_timestamp_seconds", "When status.json was last published (unix time)",
-                  registry=REGISTRY)
-CASH = Gauge(f"{PREFIX}_cash", "Quote currency (USDT) cash at the broker, as of the last status", registry=REGISTRY)
-EQUITY = Gauge(f"{PREFIX}_equity", "Cash plus positions at their last prices, as of the last status",
-               registry=REGISTRY)
+_NAMES = ("REGISTRY", "VIEW", "CYCLE_LAG", "CYCLE_DURATION", "CYCLES", "CYCLES_MISSED", "CYCLE_LOCK_WAIT", "RELOADS",
+          "RELOAD_LOCK_WAIT", "HALTS", "HALT_LATENCY", "HALT_RELEASES", "GATE_REFUSALS", "ORDERS", "FILLS",
+          "HEARTBEAT", "CASH", "EQUITY")
+_live: SimpleNamespace | None = None  # the instruments, once built: None = every call a no-op
+_build_lock = threading.Lock()
+
+
+def _build() -> SimpleNamespace:
+    """The instruments on the kernel's own registry, built once (prometheus-client imported here)."""
+    global _live
+    with _build_lock:
+        if _live is not None:
+            return _live
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        REGISTRY = CollectorRegistry(auto_describe=True)
+        CYCLE_LAG = Histogram(f"{PREFIX}_cycle_start_lag_seconds", "Candle close to cycle start, wall seconds",
+                              ["timeframe"], buckets=_LAG_BUCKETS, registry=REGISTRY)
+        CYCLE_DURATION = Histogram(f"{PREFIX}_cycle_duration_seconds", "A cycle's run on its worker (evaluate and order)",
+                                   ["timeframe"], buckets=_DURATION_BUCKETS, registry=REGISTRY)
+        CYCLES = Counter(f"{PREFIX}_cycles", "Cycles folded into their slot, by result", ["timeframe", "result"],
+                         registry=REGISTRY)
+        CYCLES_MISSED = Counter(f"{PREFIX}_cycles_missed", "Closes whose cycle never ran (late dispatch or slot busy)",
+                                ["timeframe"], registry=REGISTRY)
+        CYCLE_LOCK_WAIT = Histogram(f"{PREFIX}_cycle_lock_wait_seconds",
+                                    "The wait of a cycle that waited for the reload lock to pin its version",
+                                    buckets=_WAIT_BUCKETS, registry=REGISTRY)
+        RELOADS = Counter(f"{PREFIX}_reloads", "Reload results (loaded, unchanged, failed, abandoned, rolled_back, canary...)",
+                          ["result"], registry=REGISTRY)
+        RELOAD_LOCK_WAIT = Histogram(f"{PREFIX}_reload_lock_wait_seconds", "A reload's wait for the reload lock to swap",
+                                     buckets=_WAIT_BUCKETS, registry=REGISTRY)
+        HALTS = Counter(f"{PREFIX}_halts", "Halts engaged", ["source"], registry=REGISTRY)
+        HALT_LATENCY = Histogram(f"{PREFIX}_halt_latency_seconds",
+                                 "control.json written (its mtime) to the order gate closed, wall seconds",
+                                 buckets=_HALT_BUCKETS, registry=REGISTRY)
+        HALT_RELEASES = Counter(f"{PREFIX}_halt_releases", "Halts released", registry=REGISTRY)
+        GATE_REFUSALS = Counter(f"{PREFIX}_gate_refusals", "Orders the gate refused, by reason", ["reason"],
+                                registry=REGISTRY)
+        ORDERS = Counter(f"{PREFIX}_orders", "Orders decided, by intent, side and outcome status",
+                         ["intent", "side", "status"], registry=REGISTRY)
+        FILLS = Counter(f"{PREFIX}_fills", "Fills recorded in the ledger, by side", ["side"], registry=REGISTRY)
+        HEARTBEAT = Gauge(f"{PREFIX}_heartbeat_timestamp_seconds", "When status.json was last published (unix time)",
+                          registry=REGISTRY)
+        CASH = Gauge(f"{PREFIX}_cash", "Quote currency (USDT) cash at the broker, as of the last status", registry=REGISTRY)
+        EQUITY = Gauge(f"{PREFIX}_equity", "Cash plus positions at their last prices, as of the last status",
+                       registry=REGISTRY)
+        VIEW = KernelView()
+        REGISTRY.register(VIEW)
+        _live = SimpleNamespace(**{n: v for n, v in locals().items() if n in _NAMES})
+        return _live
+
+
+def __getattr__(name: str) -> Any:
+    """``metrics.REGISTRY``, ``metrics.VIEW``, ``metrics.CYCLES`` …: built on first use."""
+    if name in _NAMES:
+        return getattr(_build(), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ------------------------------------------------------------ the rooms' one-line calls
@@ -91,67 +119,83 @@ _cycle_results: dict[tuple[str, str], Any] = {}
 def cycle_folded(*, timeframe: str, result: str, lag_ms: int | None, speed: float, duration_us: int,
                  lock_wait_ns: int) -> None:
     """A finished cycle folded into its slot (tick thread)."""
+    m = _live
+    if m is None:
+        return
     key = (timeframe, result.split(":", 1)[0])
     counter = _cycle_results.get(key)
     if counter is None:
-        counter = _cycle_results.setdefault(key, CYCLES.labels(*key))
+        counter = _cycle_results.setdefault(key, m.CYCLES.labels(*key))
     counter.inc()
     children = _cycle_children.get(timeframe)
     if children is None:
-        children = _cycle_children.setdefault(timeframe, (CYCLE_LAG.labels(timeframe),
-                                                          CYCLE_DURATION.labels(timeframe)))
+        children = _cycle_children.setdefault(timeframe, (m.CYCLE_LAG.labels(timeframe),
+                                                          m.CYCLE_DURATION.labels(timeframe)))
     if lag_ms is not None:
         children[0].observe(max(lag_ms, 0) / 1000.0 / max(speed, 1e-9))
     children[1].observe(duration_us / 1e6)
     if lock_wait_ns:  # only the cycles that waited (a reload was swapping): most never do
-        CYCLE_LOCK_WAIT.observe(lock_wait_ns / 1e9)
+        m.CYCLE_LOCK_WAIT.observe(lock_wait_ns / 1e9)
 
 
 def cycles_missed(*, timeframe: str, count: int) -> None:
-    CYCLES_MISSED.labels(timeframe).inc(count)
+    if _live is not None:
+        _live.CYCLES_MISSED.labels(timeframe).inc(count)
 
 
 def reload_recorded(*, result: str, lock_wait_ms: float | None) -> None:
-    RELOADS.labels(result).inc()
+    m = _live
+    if m is None:
+        return
+    m.RELOADS.labels(result).inc()
     if lock_wait_ms is not None:
-        RELOAD_LOCK_WAIT.observe(lock_wait_ms / 1000.0)
+        m.RELOAD_LOCK_WAIT.observe(lock_wait_ms / 1000.0)
 
 
 def halt_engaged(*, source: str, requested_ns: int | None, observed_at_ns: int | None) -> None:
     """``requested_ns``: when the halt was asked for (control.json's mtime), wall ns. A halt
     written before this process started measures the downtime, not the kernel: no sample."""
-    HALTS.labels(source).inc()
+    m = _live
+    if m is None:
+        return
+    m.HALTS.labels(source).inc()
     if requested_ns is not None and observed_at_ns is not None and requested_ns >= _LOADED_NS:
         # A file timestamp may be coarser than the clock: never a negative latency.
-        HALT_LATENCY.observe(max(observed_at_ns - requested_ns, 0) / 1e9)
+        m.HALT_LATENCY.observe(max(observed_at_ns - requested_ns, 0) / 1e9)
 
 
 def halt_released() -> None:
-    HALT_RELEASES.inc()
+    if _live is not None:
+        _live.HALT_RELEASES.inc()
 
 
 def gate_refused(*, reason: str) -> None:
-    GATE_REFUSALS.labels(reason).inc()
+    if _live is not None:
+        _live.GATE_REFUSALS.labels(reason).inc()
 
 
 def order_decided(*, intent: str | None, side: str | None, status: str | None) -> None:
-    ORDERS.labels(intent or "?", side or "?", status or "?").inc()
+    if _live is not None:
+        _live.ORDERS.labels(intent or "?", side or "?", status or "?").inc()
 
 
 def fills_recorded(*, side: str, count: int) -> None:
-    if count:
-        FILLS.labels(side).inc(count)
+    if count and _live is not None:
+        _live.FILLS.labels(side).inc(count)
 
 
 def status_published(*, cash: float | None, equity: float | None) -> None:
-    HEARTBEAT.set(time.time())
-    CASH.set(cash if cash is not None else float("nan"))
-    EQUITY.set(equity if equity is not None else float("nan"))
+    m = _live
+    if m is None:
+        return
+    m.HEARTBEAT.set(time.time())
+    m.CASH.set(cash if cash is not None else float("nan"))
+    m.EQUITY.set(equity if equity is not None else float("nan"))
 
 
 # ------------------------------------------------------------ state read at scrape time
 
-class KernelView(Collector):
+class KernelView:
     """The kernel's state and each slot's book, read when scraped (on the exporter's thread).
 
     Reads plain attributes the tick thread replaces whole (floats, strings): a scrape sees
@@ -175,6 +219,8 @@ class KernelView(Collector):
         return []  # read at scrape time: nothing to check for duplicates at registration
 
     def collect(self) -> Iterable[Any]:
+        from prometheus_client.core import GaugeMetricFamily, StateSetMetricFamily
+
         with self._lock:
             sources = self._sources
         if sources is None:
@@ -216,10 +262,6 @@ class KernelView(Collector):
             faulted.add_metric(key, 1.0 if s.state == "paused" else 0.0)
         yield from (qty, value, realized, unrealized, equity, faulted)
         yield GaugeMetricFamily(f"{PREFIX}_slots", "Slots the kernel runs", value=len(rows))
-
-
-VIEW = KernelView()
-REGISTRY.register(VIEW)
 
 
 # ------------------------------------------------------------ the exporter
@@ -271,18 +313,21 @@ class MetricsExporter:
         if not addr:
             return None
         host, port = metrics_address_parse(addr, allow_remote=allow_remote)
+        from prometheus_client import start_http_server
+
+        live = _build()
         try:
-            server, thread = start_http_server(port, addr=host, registry=REGISTRY)
+            server, thread = start_http_server(port, addr=host, registry=live.REGISTRY)
         except OSError as exc:
             raise MetricsAddressRefused(f"--metrics-addr {addr}: cannot listen: {exc}") from None
         bound_host, bound_port = server.server_address[:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-        VIEW.attach(slots=slots, run_state=run_state, halt=halt)
+        live.VIEW.attach(slots=slots, run_state=run_state, halt=halt)
         url = f"http://{shown}:{bound_port}/metrics"
         log.info("metrics served at %s", url)
         return cls(server=server, thread=thread, url=url, slots=slots)
 
     def close(self) -> None:
-        VIEW.detach(slots=self.slots)
+        _build().VIEW.detach(slots=self.slots)
         self.server.shutdown()
         self.server.server_close()

@@ -27,7 +27,8 @@ def _project_modules() -> dict[str, Path]:
     modules: dict[str, Path] = {}
     for package in PACKAGES:
         for path in (REPO / package).rglob("*.py"):
-            if "migrations" in path.parts or ".venv" in path.parts:
+            # Hidden folders are not the project's code (a benchmark's peer venv, bench/.peer-venv).
+            if "migrations" in path.parts or any(part.startswith(".") for part in path.relative_to(REPO).parts):
                 continue
             modules[_module_name(path)] = path
     return modules

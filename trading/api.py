@@ -22,7 +22,9 @@ from kernel.protocol import COMMAND_ID_PATTERN, SLOT_ID_PATTERN
 
 from . import selectors, services
 from .auth import API_AUTH, session_auth
+from .cached_token_auth import CACHED_API_AUTH
 from .services.command_feedback import command_feedback
+from .status_body import status_response
 from .models import ControlCommand
 from .schemas import (
     NAME_PATTERN,
@@ -113,15 +115,14 @@ def kernel_list(request):
     return Status(200, list(selectors.kernel_list()))
 
 
-@kernels_router.get("/{name}", response={200: KernelDetailOut, **_READ_ERRORS}, operation_id="kernel_status")
+@kernels_router.get("/{name}", response={200: KernelDetailOut, 304: None, **_READ_ERRORS},
+                    operation_id="kernel_status", auth=CACHED_API_AUTH)
 def kernel_status(request, name: str = KernelName):
-    """The kernel's mirror and its last status.json, synced first unless synced in the last second."""
+    """The kernel's mirror and its last status.json, synced first unless synced in the last second.
+    Prepared bytes with an ETag: 304 to a matching If-None-Match (trading/status_body.py); a token
+    is verified once per 5 s per worker (trading/cached_token_auth.py)."""
     _require(request, "trading.view_kernel")
-    kernel = selectors.kernel_get(name)
-    sync = services.status_sync_if_stale(kernel=kernel)
-    kernel.refresh_from_db()
-    kernel.sync = sync
-    return Status(200, kernel)
+    return status_response(request=request, name=name)
 
 
 def _kernel_action(action: str, doc: str):

@@ -129,6 +129,18 @@ class Console:
         sql = "SELECT * FROM trading_auditevent WHERE action = ?" + "".join(f" AND {k} = ?" for k in where)
         return self.query(sql, (action, *where.values()))
 
+    def audited(self, action: str, **where: str) -> list[dict]:
+        """The events once recorded: a result can reach the console (from the kernel's ledger)
+        before the status.json that carries the outcome's details; the next sync, as the sync
+        loop runs it, records them."""
+        def found() -> list[dict]:
+            rows = self.audit(action, **where)
+            if not rows:
+                self.manage("syncstatus")
+            return rows
+
+        return wait_until(found, timeout=WAIT_S, what=f"audit {action} {where}")
+
     # ---------------------------------------------------------------- HTTP
 
     def api(self, method: str, path: str, body: dict | None = None, token: str | None = None,
@@ -186,20 +198,21 @@ def test_a_failed_reload_keeps_the_old_version_and_a_good_one_can_be_rolled_back
     assert (code, body["status"]) == (202, "rejected"), body
     assert "syntax error in ema_cross.py" in body["error"]
     assert console.status()["strategies"]["ema_cross"]["sha256"] == old_sha
-    failed = console.audit("reload.failed", command_id=body["command_id"])
+    failed = console.audited("reload.failed", command_id=body["command_id"])
     assert len(failed) == 1 and "syntax error" in json.loads(failed[0]["payload"])["error"]
 
     module.write_text(original.replace('"""EMA crossover, long only.', '"""EMA crossover, long only (v2).'))
     code, body = console.api("POST", "/api/kernels/demo/reload?wait=30", {"strategy": "ema_cross"}, token=olga)
     assert (code, body["status"]) == (202, "applied"), body
-    loaded = json.loads(console.audit("reload.loaded", command_id=body["command_id"])[0]["payload"])
+    loaded = json.loads(console.audited("reload.loaded", command_id=body["command_id"])[0]["payload"])
     assert loaded["old_sha256"] == old_sha and loaded["new_sha256"] != old_sha
 
     assert console.api("POST", "/api/kernels/demo/rollback", {"strategy": "ema_cross"}, token=olga)[0] == 403
     code, body = console.api("POST", "/api/kernels/demo/rollback?wait=30", {"strategy": "ema_cross"}, token=rita)
     assert (code, body["status"]) == (202, "applied"), body
-    assert console.status()["strategies"]["ema_cross"]["sha256"] == old_sha
-    assert len(console.audit("reload.rolled_back", command_id=body["command_id"])) == 1
+    wait_until(lambda: console.status()["strategies"]["ema_cross"]["sha256"] == old_sha, timeout=WAIT_S,
+               what="status.json to show the rolled-back version")  # written just after the ledger's result
+    assert len(console.audited("reload.rolled_back", command_id=body["command_id"])) == 1
 
 
 # ===================================================================== halt with the database locked

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from kernel.crash_points import POINTS, crash_point, parse_plan
+from kernel.crash_points import BATCH_POINTS, POINTS, crash_point, parse_plan
 from kernel.feeds.replay import export_synthetic
 from kernel.protocol import SlotConfig
 from tests.support.kernel_process import KernelProcess, kernel_env
@@ -87,7 +87,7 @@ def test_kill_at_any_point_loses_and_doubles_nothing(tmp_path: Path, world, chai
     _check_books(state)
 
     last_point = chain[-1][0]
-    if last_point in ("intent_recorded", "order_marked_sent", "paper_before_commit"):
+    if last_point in ("intents_committed", "intent_recorded", "order_marked_sent", "paper_before_commit"):
         # The killed order never reached the exchange: the restart abandons it, never sends it.
         # (The other slot's order of the same candle may have been in flight too.)
         assert reconciled["never_sent"] >= 1, reconciled
@@ -96,7 +96,40 @@ def test_kill_at_any_point_loses_and_doubles_nothing(tmp_path: Path, world, chai
         assert reconciled["filled"] >= 1 and reconciled["fills_recorded"] >= 1, reconciled
 
 
-def _check_books(state: Path) -> None:
+# Eight slots deciding at every close: their intents are committed in batches of several
+# (kernel.intent_batch), so some order of a batch reaches the exchange while another of it has not.
+BATCH_SLOTS = [
+    SlotConfig(id=f"{base.lower()}-5m-{i}", symbol=f"{base}/USDT", timeframe="5m", strategy="flipflop",
+               order_notional=100.0 + 10 * i)
+    for base in ("BTC", "ETH") for i in range(4)
+]
+
+
+@pytest.mark.parametrize("point", BATCH_POINTS)
+def test_kill_in_the_middle_of_a_batch_s_sends_loses_and_doubles_nothing(tmp_path: Path, world, point) -> None:
+    state = tmp_path / "state"
+    seed_slots(state, BATCH_SLOTS)
+    code = _run(state, world, f"{point}:1")
+    log = (state / "kernel.log").read_text(errors="replace")
+    assert code == -signal.SIGKILL, f"expected a kill at {point}:1, exit {code}\n{log[-3000:]}"
+    sent_before = {r["client_order_id"] for r in rows(state / "paper-exchange.sqlite3", "SELECT * FROM orders")}
+    unsent = [o for o in rows(state / "ledger.sqlite3", "SELECT * FROM orders")
+              if o["status"] in ("intent", "sent") and o["client_order_id"] not in sent_before]
+    assert unsent, "the kill left an intent of the batch whose order the exchange never got"
+    assert _run(state, world, None) == 0, (state / "kernel.log").read_text(errors="replace")[-3000:]
+    reconciled = read_status(state)["ledger"]["reconciled"]
+    # The order placed at the kill is filled at the exchange and booked by the restart; the
+    # batch's orders never sent are abandoned, not sent late.
+    assert reconciled["filled"] >= 1 and reconciled["fills_recorded"] >= 1, reconciled
+    assert reconciled["never_sent"] >= 1, reconciled
+    assert reconciled["unknown"] == 0 and reconciled["position_mismatches"] == []
+    abandoned = {o["client_order_id"] for o in rows(state / "ledger.sqlite3", "SELECT * FROM orders")
+                 if o["status"] == "abandoned"}
+    assert {o["client_order_id"] for o in unsent} <= abandoned
+    _check_books(state, BATCH_SLOTS)
+
+
+def _check_books(state: Path, slots: list[SlotConfig] = SLOTS) -> None:
     ledger_db, paper_db = state / "ledger.sqlite3", state / "paper-exchange.sqlite3"
     orders = rows(ledger_db, "SELECT * FROM orders")
     fills = rows(ledger_db, "SELECT * FROM fills")
@@ -127,12 +160,12 @@ def _check_books(state: Path) -> None:
     # Positions are the sum of fills; the exchange's balances agree with the ledger.
     cash = CASH
     held: dict[str, float] = {}
-    for slot in {s.id for s in SLOTS}:
+    for slot in {s.id for s in slots}:
         mine = [f for f in fills if f["slot"] == slot]
         qty = sum(f["qty"] if f["side"] == "buy" else -f["qty"] for f in mine)
         assert positions[slot]["qty"] == pytest.approx(qty, abs=1e-9)
     for f in fills:
-        symbol = next(s.symbol for s in SLOTS if s.id == f["slot"])
+        symbol = next(s.symbol for s in slots if s.id == f["slot"])
         base = symbol.split("/")[0]
         sign = 1 if f["side"] == "buy" else -1
         held[base] = held.get(base, 0.0) + sign * f["qty"]
@@ -144,7 +177,7 @@ def _check_books(state: Path) -> None:
 
 def test_crash_plan_is_off_unless_the_environment_sets_it() -> None:
     # This process has no FORESIGHT_CRASH_AT: every point is a no-op (we are still here).
-    for point in POINTS:
+    for point in POINTS + BATCH_POINTS:
         crash_point(point)
     assert parse_plan(None) is None and parse_plan("  ") is None
     assert parse_plan("order_placed:3,fill_recorded:1") == {"order_placed": 3, "fill_recorded": 1}

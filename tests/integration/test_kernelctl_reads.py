@@ -4,22 +4,12 @@ the console's settings, but these reads touch no database)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
-from tests.support.checkout import REPO
-from tests.support.kernel_process import kernel_env
+from tests.support.kernelctl_run import kernelctl
 
 pytestmark = pytest.mark.integration
-
-
-def kernelctl(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "manage.py", "kernelctl", *args], cwd=REPO, env=kernel_env(settings="foresight_site.settings"),
-        capture_output=True, text=True, timeout=60,
-    )
 
 
 def test_kernelctl_status_and_ledger_read_what_the_kernel_reports(kernels):

@@ -13,8 +13,8 @@ from kernel.control import atomic_write_text
 from kernel.feeds.replay import write_csv
 from kernel.protocol import SlotConfig
 from kernel.strategy_api import Candle
-from tests.integration.test_kernelctl_reads import kernelctl
 from tests.support.kernel_process import KernelProcess
+from tests.support.kernelctl_run import kernelctl
 from tests.support.ledger_reader import sqlite_rows as rows
 from tests.support.slot_seeds import seed_slots
 from tests.support.strategy_folders import write_strategies

@@ -7,7 +7,7 @@ import threading
 
 from kernel.brokers.paper import PaperBroker
 from kernel.errors import OrderRejected
-from kernel.log_setup import CommandIdFilter
+from tests.support.log_capture import Collect
 from tests.kernel.kernel_driver import M5, make_driver
 
 
@@ -18,16 +18,6 @@ class RefusesSells(PaperBroker):
         if req.side == "sell":
             raise OrderRejected("sells are closed for the test")
         return super().place_order(req, ref_price=ref_price, now_ms=now_ms)
-
-
-class Collect(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.addFilter(CommandIdFilter())  # as logging_install puts it on every handler
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
 
 
 def test_a_flattens_rejected_order_is_logged_on_a_worker_with_the_commands_id(tmp_path, strategies):

@@ -7,8 +7,8 @@ in a thread. The exchange itself is the emulation of ``tests/kernel/ccxt_http.py
 balances); this module puts it behind real sockets, checks every signed request's HMAC
 with the test secret, runs its clock on the wall clock, and adds what only a socket can
 do: an answer held past the client's timeout (:meth:`hang`), a connection dropped after
-the exchange acted (:meth:`drop`). Used by tests/integration/test_ccxt_over_http.py and
-``python -m bench.ccxt_feed_fetch``.
+the exchange acted (:meth:`drop`). Used by tests/integration/test_ccxt_over_http.py,
+``python -m bench.ccxt_feed_fetch`` and ``python -m bench.peer_freqtrade`` (Foresight and freqtrade).
 """
 from __future__ import annotations
 
@@ -42,6 +42,15 @@ class _Exchange(FakeBinance):
     def __init__(self, **kw: Any) -> None:
         super().__init__(server_clock=lambda: time.time_ns() // 1_000_000, **kw)
         self.partial: deque[float] = deque()  # share filled of the next market orders
+
+    def _ticker(self, r):  # type: ignore[override]
+        # Binance's 24hr ticker carries the best bid and ask; freqtrade (bench/peer_freqtrade.py)
+        # prices its orders from them and trades nothing without them. No book here: both = last.
+        reply = super()._ticker(r)
+        if reply.status == 200:
+            last = reply.body["lastPrice"]
+            reply.body.update(bidPrice=last, askPrice=last, bidQty="1.00000000", askQty="1.00000000")
+        return reply
 
     def _create(self, r):  # type: ignore[override]
         share = self.partial.popleft() if self.partial and r.form.get("type") == "MARKET" else None

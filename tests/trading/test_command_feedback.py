@@ -17,6 +17,7 @@ from django.core.management import call_command
 from django.test import Client
 
 from tests.integration.console_db import audit_log_flushable  # noqa: F401 (a fixture)
+from trading import services
 from trading.admin.command_buttons import command_fate
 from trading.models import ControlCommand
 from trading.services.command_feedback import result_feedback
@@ -43,6 +44,7 @@ def test_the_one_line_for_each_fate():
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.usefixtures("audit_log_flushable")  # a transactional test flushes the tables at its end
 def test_api_admin_and_kernelctl_say_what_the_kernel_reported(live_kernel):
+    services.roles_setup()  # the roles' groups: an earlier transactional test may have flushed them
     olga = User.objects.create_user("olga", password="a-long-password-1")
     olga.groups.add(Group.objects.get(name="Operator"))
     api = Client()

@@ -24,6 +24,7 @@ from .command_buttons import (BUTTON_TEXT, CommandButtonsMixin, command_wait_s, 
                               kernel_button_shown, kernel_silent, silent_consequence)
 from .confirm_views import confirmation_page, confirmed
 from .display import format_age, heartbeat_age, heartbeat_stale, state_badge
+from .kernel_times import KernelTimesMixin
 from .releases import ReleaseViewsMixin, fleet_column, fleet_scope
 from .report import ReportViewMixin
 from .service_forms import Refused, ServiceSaveMixin
@@ -49,19 +50,21 @@ KERNEL_BUTTONS = {
 
 
 @admin.register(Kernel)
-class KernelAdmin(ReportViewMixin, ReleaseViewsMixin, ServiceSaveMixin, CommandButtonsMixin, admin.ModelAdmin):
+class KernelAdmin(KernelTimesMixin, ReportViewMixin, ReleaseViewsMixin, ServiceSaveMixin, CommandButtonsMixin,
+                  admin.ModelAdmin):
     list_display = ("name", "state_display", "heartbeat_display", "halt_display", "control_error_short",
                     "strategies_display", "dashboard_link")
     search_fields = ("name", "host")
     readonly_fields = (
-        "state", "heartbeat_at", "pid", "tick", "halt_engaged", "halt_since", "halt_reason",
-        "halt_requested_at", "control_error", "status_synced_at", "status_pretty", "created_at",
+        "state", "heartbeat_time", "started_time", "pid", "tick", "halt_engaged", "halt_since_time",
+        "halt_reason", "halt_requested_time", "control_error", "status_synced_time", "status_pretty",
+        "created_time",
     )
     fieldsets = (
-        (None, {"fields": ("name", "state_dir", "host", "queue", "created_at")}),
+        (None, {"fields": ("name", "state_dir", "host", "queue", "created_time")}),
         ("What the kernel reports", {"fields": (
-            "state", "heartbeat_at", "pid", "tick", "halt_engaged", "halt_since", "halt_reason",
-            "halt_requested_at", "control_error", "status_synced_at",
+            "state", "heartbeat_time", "started_time", "pid", "tick", "halt_engaged", "halt_since_time",
+            "halt_reason", "halt_requested_time", "control_error", "status_synced_time",
         )}),
         ("status.json", {"classes": ("collapse",), "fields": ("status_pretty",)}),
     )

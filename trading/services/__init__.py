@@ -8,11 +8,15 @@ into the kernel's control.json, outcomes are read back from its status.json by
 :func:`status_sync`.
 
 One module per sub-domain, imported in this order (each imports only those before it):
-errors, actors, timestamps, permissions, audit, kernel_records, audit_spool, routing,
-host_kernels (what a task message may ask of this host), task_queue (the one module that
-enqueues Celery tasks, by name), command_records,
+errors, command_feedback (a command's outcome in the operator's words), notification_channels
+(where a message can go, one try of sending it), actors, timestamps, permissions, audit,
+notification_events (what in a new status.json is worth telling a human), kernel_records,
+audit_spool, routing, host_kernels (what a task message may ask of this host), task_queue (the
+one module that enqueues Celery tasks, by name), notifications (deliveries: retried, rate-limited,
+audited), command_records,
 command_delivery, halt_delivery, status_mirror, redelivery, kernels (registration and the
-status sync), command_wait, commands (issuing, one or many, by row or by state dir), halts,
+status sync), local_mirrors (this machine's mirrors synced if stale, before a page reads them),
+command_wait, commands (issuing, one or many, by row or by state dir), halts,
 slots, releases (rollback to a version, canary, shadow, promote, abort, a fleet-wide reload);
 nothing else needs tokens and roles.
 
@@ -61,6 +65,7 @@ from .kernels import (
     status_sync,
     status_sync_if_stale,
 )
+from .local_mirrors import local_kernels_sync_if_stale
 from .permissions import required_permission
 from .roles import ROLE_OPERATOR, ROLE_RISK, ROLE_VIEWER, TRADING_MODELS, role_permissions, roles_setup
 from .roles import _roles_setup  # noqa: F401 - migrations 0003_roles and 0006 run it on the historical models
@@ -130,6 +135,7 @@ __all__ = [
     "FleetKernel",
     "status_sync",
     "status_sync_if_stale",
+    "local_kernels_sync_if_stale",
     "host_sync",
     "kernels_sync",
     "kernel_is_local",

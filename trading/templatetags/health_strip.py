@@ -1,10 +1,12 @@
 """The health strip on every admin page (issue 14): ``{% health_strip %}`` in
-templates/admin/base_site.html, one selector call (selectors.console_health), reads only."""
+templates/admin/base_site.html. It first syncs this machine's stale mirrors (once per request:
+without a sync loop nothing else would, and a healthy kernel would read "not reporting"; a
+fresh mirror is only read), then makes one selector call (selectors.console_health)."""
 from __future__ import annotations
 
 from django import template
 
-from .. import selectors
+from .. import selectors, services
 from ..admin.display import exact_time, format_age
 
 register = template.Library()
@@ -18,6 +20,9 @@ def health_strip(context) -> dict:
     user = getattr(request, "user", None)
     if user is None or not user.is_active or not user.is_staff or not user.has_perm("trading.view_kernel"):
         return {"health": None}
+    if not getattr(request, "_fs_mirrors_synced", False):
+        request._fs_mirrors_synced = True
+        services.local_kernels_sync_if_stale()
     health = selectors.console_health()
     for row in health["kernels"]:
         row["age_text"] = format_age(health["at"] - row["heartbeat_at"]) if row["heartbeat_at"] else "never"
