@@ -178,6 +178,11 @@ class LedgerCounters:
         with self._lock:
             return dict(self._books)
 
+    def has_resting(self, slot: str | None = None) -> bool:
+        """Any limit order resting (of ``slot``)? In memory: a cycle asks it before each decision."""
+        with self._lock:
+            return any(slot is None or e["_slot"] == slot for e in self._resting.values())
+
     def resting_by_slot(self) -> dict[str, list[dict]]:
         """As kernel.ledger_resting.resting_by_slot returns it (oldest first per slot)."""
         with self._lock:

@@ -84,7 +84,9 @@ class RestingOrders:
         """One look at the resting orders (all, or ``slot_id``'s); returns how many fills were new.
         A slot's own poll (its cycle's) leaves it up to date: see :meth:`booked_since_poll`."""
         new = 0
-        if resting_orders(self._ledger, slot_id):  # else no wait on another slot's poll at a slow exchange
+        # In memory first (no ledger lock on every cycle); and no wait on another slot's poll
+        # at a slow exchange when this one has nothing resting.
+        if self._ledger.counters.has_resting(slot_id):
             with self._lock:
                 for row in resting_orders(self._ledger, slot_id):
                     try:
@@ -180,7 +182,7 @@ class RestingOrders:
         return order is not None and order["status"] in ("sent", "open")
 
     def has_resting(self, slot_id: str) -> bool:
-        return bool(resting_orders(self._ledger, slot_id))
+        return self._ledger.counters.has_resting(slot_id)
 
     def by_slot(self) -> dict[str, list[dict]]:
         """Each slot's resting orders (status.json's ``slots[].resting_orders``)."""

@@ -5,20 +5,14 @@ driven by Playwright) against the console on pytest-django's live server, steeri
 """
 from __future__ import annotations
 
-import re
-from pathlib import Path
 
 import pytest
-from django.contrib.auth.models import Group
 from django.urls import reverse
 
+from tests.integration.browser_console import chromium_page, console_with_user, log_in, messages_on
 from tests.integration.console_db import audit_log_flushable  # noqa: F401 (a fixture)
-from trading import services
 from trading.models import ControlCommand, Slot
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PASSWORD = "night-shift-2am"
 
 pytestmark = [
@@ -28,53 +22,22 @@ pytestmark = [
 
 
 @pytest.fixture
-def browser(monkeypatch):
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API runs an event loop in this thread; the test's own ORM reads are
-    # still plain synchronous calls (Django's documented switch for this case).
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-
-
-@pytest.fixture
-def page(browser):
-    context = browser.new_context()
-    context.set_default_timeout(60_000)  # a click waits up to a few seconds for the kernel's answer
-    yield context.new_page()
-    context.close()
+def page(monkeypatch):
+    with chromium_page(monkeypatch) as page:
+        yield page
 
 
 @pytest.fixture
 def console(live_server, kernels, settings, django_user_model):
     """The console on the live server, a demo kernel registered with it, and a Risk user."""
-    settings.FORESIGHT_ADMIN_COMMAND_WAIT_S = 20.0
-    proc = kernels(speed=600)
-    kernel = services.kernel_register(name="night", state_dir=str(proc.state_dir))
-    services.roles_setup()
-    user = django_user_model.objects.create_user("riley", password=PASSWORD, is_staff=True)
-    user.groups.add(Group.objects.get(name="Risk"))
-    return live_server.url, proc, kernel
-
-
-def messages_on(page) -> list[str]:
-    return [t.strip() for t in page.locator("ul.messagelist li").all_inner_texts()]
+    return console_with_user(live_server, kernels, settings, django_user_model, username="riley", role="Risk",
+                             password=PASSWORD)
 
 
 def test_an_operator_pauses_flattens_and_halts_then_reads_the_audit_log(console, page):
     url, proc, kernel = console
 
-    page.goto(url + reverse("admin:login"))
-    page.fill("#id_username", "riley")
-    page.fill("#id_password", PASSWORD)
-    page.click("input[type=submit]")
-    page.wait_for_url(re.compile(r"/admin/$"))
+    log_in(page, url, "riley", PASSWORD)
 
     # Pause a slot from its page.
     btc = Slot.objects.get(kernel=kernel, slot_id="btc-5m")

@@ -4,19 +4,15 @@ admin is ONE row of the audit log, with its outcome ("applied") and how long it 
 """
 from __future__ import annotations
 
-import re
 
 import pytest
-from django.contrib.auth.models import Group
 from django.urls import reverse
 
 from tests.integration.console_db import audit_log_flushable  # noqa: F401 (a fixture)
-from tests.integration.test_browser import CHROMIUM, CHROMIUM_ARGS, messages_on
-from trading import services
+from tests.integration.browser_console import LAPTOP, chromium_page, console_with_user, log_in, messages_on
 from trading.models import AuditEvent, ControlCommand, Slot
 
 PASSWORD = "night-shift-4am"
-SCREEN = {"width": 1366, "height": 768}
 
 pytestmark = [
     pytest.mark.integration,
@@ -26,38 +22,19 @@ pytestmark = [
 
 @pytest.fixture
 def page(monkeypatch):
-    from playwright.sync_api import sync_playwright
-
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # the test's ORM reads beside Playwright's loop
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            context = chromium.new_context(viewport=SCREEN)
-            context.set_default_timeout(60_000)
-            yield context.new_page()
-            context.close()
-        finally:
-            chromium.close()
+    with chromium_page(monkeypatch, viewport=LAPTOP) as page:
+        yield page
 
 
 @pytest.fixture
 def console(live_server, kernels, settings, django_user_model):
-    settings.FORESIGHT_ADMIN_COMMAND_WAIT_S = 20.0
-    proc = kernels(speed=600)
-    kernel = services.kernel_register(name="night", state_dir=str(proc.state_dir))
-    services.roles_setup()
-    user = django_user_model.objects.create_user("olga", password=PASSWORD, is_staff=True)
-    user.groups.add(Group.objects.get(name="Operator"))
-    return live_server.url, proc, kernel
+    return console_with_user(live_server, kernels, settings, django_user_model, username="olga", role="Operator",
+                             password=PASSWORD)
 
 
 def test_a_slot_pause_is_one_row_with_its_outcome_and_duration(console, page):
     url, proc, kernel = console
-    page.goto(url + reverse("admin:login"))
-    page.fill("#id_username", "olga")
-    page.fill("#id_password", PASSWORD)
-    page.click("input[type=submit]")
-    page.wait_for_url(re.compile(r"/admin/$"))
+    log_in(page, url, "olga", PASSWORD)
 
     btc = Slot.objects.get(kernel=kernel, slot_id="btc-5m")
     page.goto(url + reverse("admin:trading_slot_change", args=[btc.pk]))

@@ -13,17 +13,14 @@ import re
 import signal
 
 import pytest
-from django.contrib.auth.models import Group
 from django.urls import reverse
 
 from tests.integration.console_db import audit_log_flushable  # noqa: F401 (a fixture)
-from tests.integration.test_browser import CHROMIUM, CHROMIUM_ARGS, messages_on
+from tests.integration.browser_console import LAPTOP, chromium_page, console_with_user, log_in, messages_on
 from tests.support.waiting import wait_until
-from trading import services
 from trading.models import AuditEvent, ControlCommand, Slot
 
 PASSWORD = "night-shift-3am"
-SCREEN = {"width": 1366, "height": 768}
 
 pytestmark = [
     pytest.mark.integration,
@@ -33,37 +30,14 @@ pytestmark = [
 
 @pytest.fixture
 def page(monkeypatch):
-    from playwright.sync_api import sync_playwright
-
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # the test's ORM reads beside Playwright's loop
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            context = chromium.new_context(viewport=SCREEN)
-            context.set_default_timeout(60_000)
-            yield context.new_page()
-            context.close()
-        finally:
-            chromium.close()
+    with chromium_page(monkeypatch, viewport=LAPTOP) as page:
+        yield page
 
 
 @pytest.fixture
 def console(live_server, kernels, settings, django_user_model):
-    settings.FORESIGHT_ADMIN_COMMAND_WAIT_S = 20.0
-    proc = kernels(speed=600)
-    kernel = services.kernel_register(name="night", state_dir=str(proc.state_dir))
-    services.roles_setup()
-    user = django_user_model.objects.create_user("riley", password=PASSWORD, is_staff=True)
-    user.groups.add(Group.objects.get(name="Risk"))
-    return live_server.url, proc, kernel
-
-
-def log_in(page, url: str) -> None:
-    page.goto(url + reverse("admin:login"))
-    page.fill("#id_username", "riley")
-    page.fill("#id_password", PASSWORD)
-    page.click("input[type=submit]")
-    page.wait_for_url(re.compile(r"/admin/$"))
+    return console_with_user(live_server, kernels, settings, django_user_model, username="riley", role="Risk",
+                             password=PASSWORD)
 
 
 def strip_condition(page, kernel: str) -> str:
@@ -72,18 +46,18 @@ def strip_condition(page, kernel: str) -> str:
 
 def test_halt_shows_everywhere_and_release_asks_for_a_reason(console, page):
     url, proc, kernel = console
-    log_in(page, url)
+    log_in(page, url, "riley", PASSWORD)
 
     # (d) The dashboard at 1,366 px: no horizontal scroll, and each slot's P&L on screen.
     page.goto(url + reverse("admin:trading_kernel_dashboard", args=[kernel.pk]))
     page.wait_for_selector("#slots-table")
-    assert page.evaluate("document.scrollingElement.scrollWidth") <= SCREEN["width"]
+    assert page.evaluate("document.scrollingElement.scrollWidth") <= LAPTOP["width"]
     table = page.locator("#slots-table")
     assert table.evaluate("t => t.scrollWidth <= t.parentElement.clientWidth")
     for row in page.locator("#slots-table tbody tr").all():
         for cell in (row.locator("td").nth(3), row.locator("td").nth(4)):  # realised, unrealised
             box = cell.bounding_box()
-            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= SCREEN["width"]
+            assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= LAPTOP["width"]
             assert re.fullmatch(r"[+-]?[\d,]+\.\d{2}|—", cell.inner_text().strip()), cell.inner_text()
 
     # HALT from the dashboard.
@@ -134,7 +108,7 @@ def test_halt_shows_everywhere_and_release_asks_for_a_reason(console, page):
 
 def test_a_frozen_kernel_is_not_reporting_and_a_command_to_it_asks_first(console, page):
     url, proc, kernel = console
-    log_in(page, url)
+    log_in(page, url, "riley", PASSWORD)
     btc = Slot.objects.get(kernel=kernel, slot_id="btc-5m")
     slot_page = url + reverse("admin:trading_slot_change", args=[btc.pk])
     page.goto(slot_page)  # a page that reads the kernel's status.json: the index itself only reads the mirror

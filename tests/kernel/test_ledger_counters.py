@@ -48,10 +48,13 @@ def test_resting_limit_orders_appear_and_go_with_their_fill(parts):  # noqa: F81
     assert [(o["client_order_id"], o["limit_price"], o["status"], o["filled_qty"]) for o in resting["btc-5m"]] \
         == [(r["client_order_id"], 99.0, "open", 0.0)]
     assert parts.ledger.counters.summary()["open_orders"] == 1
+    assert parts.ledger.counters.has_resting("btc-5m") and parts.ledger.counters.has_resting()
+    assert not parts.ledger.counters.has_resting("eth-5m")
     same_as_sql(parts.ledger)
     at(parts, T0 + 3 * TF + 1)  # the candle that dips to 98.9 closed: the limit fills
     assert parts.execution.resting.poll() == 1
     assert parts.ledger.counters.resting_by_slot() == {}
+    assert not parts.ledger.counters.has_resting("btc-5m")
     s = parts.ledger.counters.summary()
     assert (s["orders"], s["open_orders"], s["fills"]) == (1, 0, 1)
     assert parts.ledger.counters.positions()["btc-5m"].qty == pytest.approx(1.0)

@@ -5,18 +5,15 @@ while an injected inline handler is refused."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Group
 from django.urls import reverse
 
+from tests.integration.browser_console import CHROMIUM, CHROMIUM_ARGS
 from tests.integration.console_db import audit_log_flushable  # noqa: F401 (a fixture)
 from trading import services
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PASSWORD = "night-shift-2am"
 
 
